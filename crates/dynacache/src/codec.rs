@@ -1,0 +1,155 @@
+//! Value encoding: serde to MessagePack, zstd compression when it saves space, and checksums for
+//! values split over several items.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// MessagePack, as written.
+pub(crate) const FORMAT_PLAIN: &str = "m";
+/// MessagePack, zstd-compressed.
+pub(crate) const FORMAT_ZSTD: &str = "mz";
+
+const ZSTD_LEVEL: i32 = 3;
+
+/// A value ready to store.
+#[derive(Debug)]
+pub(crate) enum Encoded {
+    /// An integer, stored as a DynamoDB number so that `inc`/`dec` can update it atomically.
+    Counter(i64),
+    /// Encoded bytes and their format.
+    Bytes { format: &'static str, data: Vec<u8> },
+}
+
+/// Encodes a value. Integers become counters; other values become MessagePack (with field names,
+/// so stored structs survive added or reordered fields), compressed when that saves space.
+pub(crate) fn encode<T: Serialize + ?Sized>(value: &T, compress_from: Option<usize>) -> Result<Encoded> {
+    let data = rmp_serde::to_vec_named(value).map_err(|e| Error::Serialize(Box::new(e)))?;
+    if let Some(n) = as_integer(&data) {
+        return Ok(Encoded::Counter(n));
+    }
+    if let Some(min) = compress_from {
+        if data.len() >= min {
+            let compressed = zstd::bulk::compress(&data, ZSTD_LEVEL)
+                .map_err(|e| Error::Serialize(Box::new(e)))?;
+            // Keep it only when it saves at least 1/16 of the size: decompression is not free.
+            if compressed.len() + data.len() / 16 < data.len() {
+                return Ok(Encoded::Bytes {
+                    format: FORMAT_ZSTD,
+                    data: compressed,
+                });
+            }
+        }
+    }
+    Ok(Encoded::Bytes {
+        format: FORMAT_PLAIN,
+        data,
+    })
+}
+
+/// The integer a MessagePack encoding holds, if it is exactly one integer that fits an i64.
+fn as_integer(data: &[u8]) -> Option<i64> {
+    let first = *data.first()?;
+    let is_int = matches!(first, 0x00..=0x7f | 0xe0..=0xff | 0xcc..=0xd3);
+    if !is_int || data.len() > 9 {
+        return None;
+    }
+    rmp_serde::from_slice::<i64>(data).ok()
+}
+
+/// Decodes stored bytes. `max_size` bounds decompression, so a tampered item cannot make us
+/// allocate without limit.
+pub(crate) fn decode<T: DeserializeOwned>(
+    key: &str,
+    format: &str,
+    data: &[u8],
+    max_size: usize,
+) -> Result<T> {
+    let plain;
+    let bytes = match format {
+        FORMAT_PLAIN => data,
+        FORMAT_ZSTD => {
+            plain = decompress(key, data, max_size)?;
+            &plain[..]
+        }
+        other => return Err(Error::corrupt(key, format!("unknown value format {other:?}"))),
+    };
+    rmp_serde::from_slice(bytes).map_err(|e| Error::Deserialize {
+        key: key.to_owned(),
+        source: Box::new(e),
+    })
+}
+
+/// Decodes a counter as the requested type (any type that deserializes from an integer).
+pub(crate) fn decode_counter<T: DeserializeOwned>(key: &str, n: i64) -> Result<T> {
+    let data = rmp_serde::to_vec(&n).map_err(|e| Error::Serialize(Box::new(e)))?;
+    decode(key, FORMAT_PLAIN, &data, data.len())
+}
+
+fn decompress(key: &str, data: &[u8], max_size: usize) -> Result<Vec<u8>> {
+    let size = match zstd::zstd_safe::get_frame_content_size(data) {
+        Ok(Some(size)) => size,
+        _ => return Err(Error::corrupt(key, "compressed value has no valid zstd frame header")),
+    };
+    if size > max_size as u64 {
+        return Err(Error::corrupt(
+            key,
+            format!("compressed value claims {size} bytes, over the {max_size} byte limit"),
+        ));
+    }
+    zstd::bulk::decompress(data, size as usize)
+        .map_err(|e| Error::corrupt(key, format!("compressed value does not decode: {e}")))
+}
+
+/// SHA-256 of a payload, to detect damaged or mixed chunks.
+pub(crate) fn checksum(data: &[u8]) -> Vec<u8> {
+    Sha256::digest(data).to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_become_counters_and_other_values_do_not() {
+        assert!(matches!(encode(&7u8, None).unwrap(), Encoded::Counter(7)));
+        assert!(matches!(encode(&-300i32, None).unwrap(), Encoded::Counter(-300)));
+        assert!(matches!(encode(&i64::MIN, None).unwrap(), Encoded::Counter(i64::MIN)));
+        // Too large for i64: stays an encoded value.
+        assert!(matches!(encode(&u64::MAX, None).unwrap(), Encoded::Bytes { .. }));
+        assert!(matches!(encode(&1.5f64, None).unwrap(), Encoded::Bytes { .. }));
+        assert!(matches!(encode("12", None).unwrap(), Encoded::Bytes { .. }));
+        assert!(matches!(encode(&true, None).unwrap(), Encoded::Bytes { .. }));
+    }
+
+    #[test]
+    fn counters_decode_as_any_integer_type() {
+        assert_eq!(decode_counter::<u8>("k", 7).unwrap(), 7);
+        assert_eq!(decode_counter::<Option<i64>>("k", 7).unwrap(), Some(7));
+        assert!(decode_counter::<String>("k", 7).is_err());
+    }
+
+    #[test]
+    fn compressible_values_are_compressed_and_round_trip() {
+        let text = "abc".repeat(10_000);
+        let Encoded::Bytes { format, data } = encode(&text, Some(1024)).unwrap() else {
+            panic!("not bytes")
+        };
+        assert_eq!(format, FORMAT_ZSTD);
+        assert!(data.len() < 1000);
+        assert_eq!(decode::<String>("k", format, &data, 1 << 20).unwrap(), text);
+    }
+
+    #[test]
+    fn a_compressed_value_over_the_limit_is_corrupt_not_allocated() {
+        let Encoded::Bytes { format, data } = encode(&"x".repeat(100_000), Some(1)).unwrap() else {
+            panic!("not bytes")
+        };
+        let err = decode::<String>("k", format, &data, 1000).unwrap_err();
+        assert!(err.is_corrupt(), "{err}");
+        let err = decode::<String>("k", FORMAT_ZSTD, b"garbage", 1000).unwrap_err();
+        assert!(err.is_corrupt(), "{err}");
+    }
+}

@@ -1,0 +1,264 @@
+//! Values over DynamoDB's 400 KB item limit.
+//!
+//! A large value is split into chunk items, all written before the small head item that names
+//! them (by a random version id, a count and a SHA-256 of the whole payload). Readers follow the
+//! head, so they see either the old value or the new one, never a mix:
+//!
+//! - a writer replacing a value writes new chunks under a new version, then swaps the head, then
+//!   deletes the chunks of the head it replaced;
+//! - a reader that finds a chunk missing (its version was just replaced and cleaned up) reads the
+//!   head again and follows the new version;
+//! - an interrupted write leaves only unreferenced chunks: the old head still names the old, intact
+//!   chunks. Unreferenced chunks carry the value's TTL, and [`Cache::vacuum`] removes them.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use futures::TryStreamExt;
+
+use super::key::{chunk_key, chunk_prefix, StoredKey};
+use super::{Cache, Stamp};
+use crate::codec::checksum;
+use crate::error::{Error, Result};
+use crate::table::item::{self, b, get_b, get_i64, get_s, n, s, take_b, Item};
+use crate::table::{ScanSpec, Write};
+
+/// How many times a reader follows a head that changed under it before it calls it a miss.
+const READ_ATTEMPTS: usize = 6;
+/// Chunks fetched per BatchGetItem call (about 2.8 MB), several calls in flight.
+const CHUNKS_PER_CALL: usize = 8;
+/// Chunks younger than this may belong to a write in progress; vacuum leaves them.
+const VACUUM_MIN_AGE: Duration = Duration::from_secs(15 * 60);
+
+/// What a head item says about its chunks.
+pub(super) struct Head {
+    pub(super) version: String,
+    pub(super) count: u32,
+    size: usize,
+    sum: Vec<u8>,
+}
+
+impl Head {
+    pub(super) fn into_attributes(self) -> Item {
+        Item::from([
+            (item::CHUNK_VERSION.to_owned(), s(self.version)),
+            (item::CHUNKS.to_owned(), n(self.count)),
+            (item::SIZE.to_owned(), n(self.size)),
+            (item::CHECKSUM.to_owned(), b(self.sum)),
+        ])
+    }
+
+    fn from_item(pk: &str, item: &Item) -> Result<Option<Head>> {
+        let Some(version) = get_s(item, item::CHUNK_VERSION) else {
+            return Ok(None);
+        };
+        let bad = |what: &str| Error::corrupt(pk, format!("chunked value: bad {what}"));
+        let count = match get_i64(item, item::CHUNKS) {
+            Some(Ok(c)) if (1..=1_000_000).contains(&c) => c as u32,
+            _ => return Err(bad("chunk count")),
+        };
+        let size = match get_i64(item, item::SIZE) {
+            Some(Ok(s)) if s >= 0 => s as usize,
+            _ => return Err(bad("size")),
+        };
+        let sum = get_b(item, item::CHECKSUM).ok_or_else(|| bad("checksum"))?.to_vec();
+        Ok(Some(Head {
+            version: version.to_owned(),
+            count,
+            size,
+            sum,
+        }))
+    }
+}
+
+impl Cache {
+    /// Writes a payload's chunks under a new version and returns the head attributes naming them.
+    pub(super) async fn write_chunks(
+        &self,
+        key: &StoredKey,
+        data: &[u8],
+        stamp: Stamp,
+    ) -> Result<Head> {
+        let version = format!("{:032x}", fastrand::u128(..));
+        let table = &self.inner.table;
+        let ns = &self.inner.namespace;
+        let mut writes = Vec::new();
+        let mut count = 0u32;
+        for (i, piece) in data.chunks(self.inner.chunk_size).enumerate() {
+            let mut chunk = Item::from([
+                (table.key_attribute().to_owned(), s(chunk_key(ns, &version, i as u32))),
+                (item::HEAD.to_owned(), s(key.pk.clone())),
+                (item::DATA.to_owned(), b(piece.to_vec())),
+                (item::WRITTEN.to_owned(), n(stamp.now)),
+            ]);
+            if let Some(exp) = stamp.expires {
+                chunk.insert(table.ttl_attribute().to_owned(), n(self.ttl_seconds(exp)));
+            }
+            writes.push(Write::Put(chunk));
+            count += 1;
+        }
+        let head = Head {
+            version,
+            count,
+            size: data.len(),
+            sum: checksum(data),
+        };
+        if let Err(e) = table.batch_write(writes).await {
+            self.remove_chunks(&head.version, head.count).await;
+            return Err(e);
+        }
+        Ok(head)
+    }
+
+    /// Reads a chunked value from its head, following the head if it is replaced meanwhile.
+    /// Returns the format and payload, or `None` when the value disappeared or expired.
+    pub(super) async fn read_chunked(
+        &self,
+        key: &StoredKey,
+        mut head_item: Item,
+    ) -> Result<Option<(String, Vec<u8>)>> {
+        let table = &self.inner.table;
+        let mut consistent = false;
+        for _ in 0..READ_ATTEMPTS {
+            let Some(head) = Head::from_item(&key.pk, &head_item)? else {
+                return Err(Error::corrupt(&key.pk, "the item has no value"));
+            };
+            if head.size > self.inner.max_value_size {
+                return Err(Error::corrupt(
+                    &key.pk,
+                    format!("value claims {} bytes, over the limit", head.size),
+                ));
+            }
+            let format = get_s(&head_item, item::FORMAT)
+                .ok_or_else(|| Error::corrupt(&key.pk, "the item has no value format"))?
+                .to_owned();
+            if let Some(data) = self.fetch_chunks(&head, consistent).await? {
+                if data.len() != head.size || checksum(&data) != head.sum {
+                    return Err(Error::corrupt(
+                        &key.pk,
+                        "chunks do not match the checksum in the head",
+                    ));
+                }
+                return Ok(Some((format, data)));
+            }
+            // A chunk was missing: the value was replaced (or, on an eventually consistent
+            // read, the chunks are not visible yet). Read the head again, strongly.
+            consistent = true;
+            match table.get_item(&key.pk, None, true).await? {
+                Some(next) if self.is_live(key, &next) => head_item = next,
+                _ => return Ok(None),
+            }
+        }
+        tracing::warn!(key = %key.pk, "value kept changing while it was read; treated as a miss");
+        Ok(None)
+    }
+
+    /// All chunks of a version in order, or `None` if any is missing.
+    async fn fetch_chunks(&self, head: &Head, consistent: bool) -> Result<Option<Vec<u8>>> {
+        let ns = &self.inner.namespace;
+        let keys: Vec<String> = (0..head.count)
+            .map(|i| chunk_key(ns, &head.version, i))
+            .collect();
+        let key_attr = self.inner.table.key_attribute();
+        let groups = keys.chunks(CHUNKS_PER_CALL).map(|g| {
+            self.inner
+                .table
+                .batch_get_sized(g.to_vec(), consistent, CHUNKS_PER_CALL)
+        });
+        let pages: Vec<Vec<Item>> = futures::future::try_join_all(groups).await?;
+        let mut by_key: HashMap<String, Item> = pages
+            .into_iter()
+            .flatten()
+            .filter_map(|i| Some((get_s(&i, key_attr)?.to_owned(), i)))
+            .collect();
+        let mut data = Vec::with_capacity(head.size);
+        for k in &keys {
+            let Some(mut chunk) = by_key.remove(k) else {
+                return Ok(None);
+            };
+            match take_b(&mut chunk, item::DATA) {
+                Some(piece) => data.extend_from_slice(&piece),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(data))
+    }
+
+    /// Deletes the chunks named by a replaced or deleted head, if it had any. Failures are
+    /// logged, not returned: the write they follow has succeeded, and the chunks' TTL or
+    /// [`vacuum`](Cache::vacuum) reclaims them.
+    pub(super) async fn remove_chunks_of(&self, old: &Item) {
+        if let (Some(version), Some(Ok(count))) =
+            (get_s(old, item::CHUNK_VERSION), get_i64(old, item::CHUNKS))
+        {
+            if (1..=1_000_000).contains(&count) {
+                self.remove_chunks(version, count as u32).await;
+            }
+        }
+    }
+
+    pub(super) async fn remove_chunks(&self, version: &str, count: u32) {
+        let ns = &self.inner.namespace;
+        let deletes = (0..count)
+            .map(|i| Write::Delete(chunk_key(ns, version, i)))
+            .collect();
+        if let Err(e) = self.inner.table.batch_write(deletes).await {
+            tracing::warn!(error = %e, version, "could not delete replaced chunks; vacuum will");
+        }
+    }
+
+    /// Removes chunk items that no value refers to any more: left by interrupted writes, or by
+    /// [`set_many`](Cache::set_many)/[`delete_many`](Cache::delete_many) replacing or deleting a
+    /// large value. Chunks written in the last 15 minutes are left alone, as they may belong to
+    /// a write in progress. Returns how many chunk items were deleted.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+    /// use dynacache::{Cache, Table};
+    /// let cache = Cache::new(Table::builder().open().await?)?;
+    /// assert_eq!(cache.vacuum().await?, 0);
+    /// # Ok(()) }
+    /// ```
+    pub async fn vacuum(&self) -> Result<u64> {
+        let table = &self.inner.table;
+        let key_attr = table.key_attribute().to_owned();
+        let cutoff = self.now() - VACUUM_MIN_AGE.as_millis() as i64;
+        let mut chunks = table.scan(ScanSpec {
+            prefixes: vec![chunk_prefix(&self.inner.namespace)],
+            projection: vec![item::HEAD, item::WRITTEN],
+        });
+        let mut live_versions: HashMap<String, Option<String>> = HashMap::new();
+        let mut orphans = Vec::new();
+        let mut checked: HashSet<String> = HashSet::new();
+        while let Some(chunk) = chunks.try_next().await? {
+            let Some(pk) = get_s(&chunk, &key_attr) else {
+                continue;
+            };
+            let written = get_i64(&chunk, item::WRITTEN).and_then(|w| w.ok()).unwrap_or(0);
+            if written > cutoff {
+                continue;
+            }
+            let version = pk.split('!').nth(1).unwrap_or_default().to_owned();
+            let head_pk = get_s(&chunk, item::HEAD).unwrap_or_default().to_owned();
+            if !checked.contains(&head_pk) {
+                let head = table
+                    .get_item(&head_pk, Some(&[item::CHUNK_VERSION]), true)
+                    .await?;
+                let current = head
+                    .as_ref()
+                    .and_then(|h| get_s(h, item::CHUNK_VERSION))
+                    .map(str::to_owned);
+                live_versions.insert(head_pk.clone(), current);
+                checked.insert(head_pk.clone());
+            }
+            if live_versions.get(&head_pk).cloned().flatten().as_deref() != Some(version.as_str()) {
+                orphans.push(pk.to_owned());
+            }
+        }
+        let removed = orphans.len() as u64;
+        table
+            .batch_write(orphans.into_iter().map(Write::Delete).collect())
+            .await?;
+        Ok(removed)
+    }
+}
