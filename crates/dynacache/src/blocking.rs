@@ -87,7 +87,8 @@ impl Cache {
         value: &T,
         expiry: Expiry,
     ) -> Result<()> {
-        self.runtime.block_on(self.inner.set_with(key, value, expiry))
+        self.runtime
+            .block_on(self.inner.set_with(key, value, expiry))
     }
 
     /// See [`crate::Cache::add`].
@@ -102,7 +103,8 @@ impl Cache {
         value: &T,
         expiry: Expiry,
     ) -> Result<bool> {
-        self.runtime.block_on(self.inner.add_with(key, value, expiry))
+        self.runtime
+            .block_on(self.inner.add_with(key, value, expiry))
     }
 
     /// See [`crate::Cache::set_many`].
@@ -136,7 +138,8 @@ impl Cache {
 
     /// See [`crate::Cache::inc_with`].
     pub fn inc_with(&self, key: impl AsRef<[u8]>, delta: i64, expiry: Expiry) -> Result<i64> {
-        self.runtime.block_on(self.inner.inc_with(key, delta, expiry))
+        self.runtime
+            .block_on(self.inner.inc_with(key, delta, expiry))
     }
 
     /// See [`crate::Cache::len`].

@@ -25,7 +25,10 @@ pub(crate) enum Encoded {
 
 /// Encodes a value. Integers become counters; other values become MessagePack (with field names,
 /// so stored structs survive added or reordered fields), compressed when that saves space.
-pub(crate) fn encode<T: Serialize + ?Sized>(value: &T, compress_from: Option<usize>) -> Result<Encoded> {
+pub(crate) fn encode<T: Serialize + ?Sized>(
+    value: &T,
+    compress_from: Option<usize>,
+) -> Result<Encoded> {
     let data = rmp_serde::to_vec_named(value).map_err(|e| Error::Serialize(Box::new(e)))?;
     if let Some(n) = as_integer(&data) {
         return Ok(Encoded::Counter(n));
@@ -74,7 +77,12 @@ pub(crate) fn decode<T: DeserializeOwned>(
             plain = decompress(key, data, max_size)?;
             &plain[..]
         }
-        other => return Err(Error::corrupt(key, format!("unknown value format {other:?}"))),
+        other => {
+            return Err(Error::corrupt(
+                key,
+                format!("unknown value format {other:?}"),
+            ))
+        }
     };
     rmp_serde::from_slice(bytes).map_err(|e| Error::Deserialize {
         key: key.to_owned(),
@@ -91,7 +99,12 @@ pub(crate) fn decode_counter<T: DeserializeOwned>(key: &str, n: i64) -> Result<T
 fn decompress(key: &str, data: &[u8], max_size: usize) -> Result<Vec<u8>> {
     let size = match zstd::zstd_safe::get_frame_content_size(data) {
         Ok(Some(size)) => size,
-        _ => return Err(Error::corrupt(key, "compressed value has no valid zstd frame header")),
+        _ => {
+            return Err(Error::corrupt(
+                key,
+                "compressed value has no valid zstd frame header",
+            ))
+        }
     };
     if size > max_size as u64 {
         return Err(Error::corrupt(
@@ -115,13 +128,28 @@ mod tests {
     #[test]
     fn integers_become_counters_and_other_values_do_not() {
         assert!(matches!(encode(&7u8, None).unwrap(), Encoded::Counter(7)));
-        assert!(matches!(encode(&-300i32, None).unwrap(), Encoded::Counter(-300)));
-        assert!(matches!(encode(&i64::MIN, None).unwrap(), Encoded::Counter(i64::MIN)));
+        assert!(matches!(
+            encode(&-300i32, None).unwrap(),
+            Encoded::Counter(-300)
+        ));
+        assert!(matches!(
+            encode(&i64::MIN, None).unwrap(),
+            Encoded::Counter(i64::MIN)
+        ));
         // Too large for i64: stays an encoded value.
-        assert!(matches!(encode(&u64::MAX, None).unwrap(), Encoded::Bytes { .. }));
-        assert!(matches!(encode(&1.5f64, None).unwrap(), Encoded::Bytes { .. }));
+        assert!(matches!(
+            encode(&u64::MAX, None).unwrap(),
+            Encoded::Bytes { .. }
+        ));
+        assert!(matches!(
+            encode(&1.5f64, None).unwrap(),
+            Encoded::Bytes { .. }
+        ));
         assert!(matches!(encode("12", None).unwrap(), Encoded::Bytes { .. }));
-        assert!(matches!(encode(&true, None).unwrap(), Encoded::Bytes { .. }));
+        assert!(matches!(
+            encode(&true, None).unwrap(),
+            Encoded::Bytes { .. }
+        ));
     }
 
     #[test]

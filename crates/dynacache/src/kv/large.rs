@@ -61,7 +61,9 @@ impl Head {
             Some(Ok(s)) if s >= 0 => s as usize,
             _ => return Err(bad("size")),
         };
-        let sum = get_b(item, item::CHECKSUM).ok_or_else(|| bad("checksum"))?.to_vec();
+        let sum = get_b(item, item::CHECKSUM)
+            .ok_or_else(|| bad("checksum"))?
+            .to_vec();
         Ok(Some(Head {
             version: version.to_owned(),
             count,
@@ -86,7 +88,10 @@ impl Cache {
         let mut count = 0u32;
         for (i, piece) in data.chunks(self.inner.chunk_size).enumerate() {
             let mut chunk = Item::from([
-                (table.key_attribute().to_owned(), s(chunk_key(ns, &version, i as u32))),
+                (
+                    table.key_attribute().to_owned(),
+                    s(chunk_key(ns, &version, i as u32)),
+                ),
                 (item::HEAD.to_owned(), s(key.pk.clone())),
                 (item::DATA.to_owned(), b(piece.to_vec())),
                 (item::WRITTEN.to_owned(), n(stamp.now)),
@@ -234,7 +239,9 @@ impl Cache {
             let Some(pk) = get_s(&chunk, &key_attr) else {
                 continue;
             };
-            let written = get_i64(&chunk, item::WRITTEN).and_then(|w| w.ok()).unwrap_or(0);
+            let written = get_i64(&chunk, item::WRITTEN)
+                .and_then(|w| w.ok())
+                .unwrap_or(0);
             if written > cutoff {
                 continue;
             }

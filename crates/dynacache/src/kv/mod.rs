@@ -11,8 +11,8 @@ use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-pub use key::{Key, MAX_KEY_LEN};
 use key::{chunk_prefix, entry_prefixes, stored_key, StoredKey};
+pub use key::{Key, MAX_KEY_LEN};
 
 use crate::clock::{Clock, SystemClock};
 use crate::codec::{self, Encoded};
@@ -265,11 +265,7 @@ impl Cache {
         let item = self
             .inner
             .table
-            .get_item(
-                &key.pk,
-                Some(&[item::EXPIRES, item::ORIGINAL_KEY]),
-                false,
-            )
+            .get_item(&key.pk, Some(&[item::EXPIRES, item::ORIGINAL_KEY]), false)
             .await?;
         Ok(item.is_some_and(|i| self.is_live(&key, &i)))
     }
@@ -377,7 +373,11 @@ impl Cache {
 
     /// Stores a value only if `key` has no live value (it is missing or expired), atomically
     /// across every process sharing the table. Returns whether it was stored.
-    pub async fn add<T: Serialize + ?Sized>(&self, key: impl AsRef<[u8]>, value: &T) -> Result<bool> {
+    pub async fn add<T: Serialize + ?Sized>(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: &T,
+    ) -> Result<bool> {
         self.add_with(key, value, Expiry::Default).await
     }
 
@@ -525,7 +525,10 @@ impl Cache {
 
     /// Removes several keys with BatchWriteItem (25 a call). See [`set_many`](Cache::set_many)
     /// about chunks of large values.
-    pub async fn delete_many<K: AsRef<[u8]>>(&self, keys: impl IntoIterator<Item = K>) -> Result<()> {
+    pub async fn delete_many<K: AsRef<[u8]>>(
+        &self,
+        keys: impl IntoIterator<Item = K>,
+    ) -> Result<()> {
         let mut pks: Vec<String> = keys
             .into_iter()
             .map(|k| self.key(k.as_ref()).map(|k| k.pk))
@@ -594,7 +597,10 @@ impl Cache {
                 return match get_i64(&new, item::COUNTER) {
                     Some(Ok(v)) => Ok(v),
                     Some(Err(reason)) => Err(Error::corrupt(&key.pk, reason)),
-                    None => Err(Error::corrupt(&key.pk, "the counter update returned no counter")),
+                    None => Err(Error::corrupt(
+                        &key.pk,
+                        "the counter update returned no counter",
+                    )),
                 };
             }
             // The condition failed: the key holds a value of another kind, or an expired one.
@@ -619,7 +625,10 @@ impl Cache {
             }
         }
         Err(Error::Throttled {
-            message: format!("counter {:?} kept changing under concurrent writers", key.pk),
+            message: format!(
+                "counter {:?} kept changing under concurrent writers",
+                key.pk
+            ),
             source: None,
         })
     }

@@ -280,10 +280,7 @@ impl TableBuilder {
                 (Client::new(&config), Engine::Embedded { path })
             }
             Source::Endpoint(url) => {
-                let config = self
-                    .loader(Some(&url), is_loopback(&url))
-                    .load()
-                    .await;
+                let config = self.loader(Some(&url), is_loopback(&url)).load().await;
                 (Client::new(&config), Engine::Endpoint { url })
             }
             Source::Aws => {
@@ -313,10 +310,9 @@ impl TableBuilder {
     }
 
     fn loader(&self, endpoint: Option<&str>, local: bool) -> aws_config::ConfigLoader {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .stalled_stream_protection(
-                aws_config::stalled_stream_protection::StalledStreamProtectionConfig::disabled(),
-            );
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).stalled_stream_protection(
+            aws_config::stalled_stream_protection::StalledStreamProtectionConfig::disabled(),
+        );
         if let Some(url) = endpoint {
             loader = loader.endpoint_url(url);
         }
@@ -338,7 +334,11 @@ impl TableBuilder {
             (Some(c), _) => loader = loader.credentials_provider(c.clone()),
             (None, true) => {
                 loader = loader.credentials_provider(Credentials::new(
-                    "dynacache", "local", None, None, "dynacache-local",
+                    "dynacache",
+                    "local",
+                    None,
+                    None,
+                    "dynacache-local",
                 ))
             }
             (None, false) => {}

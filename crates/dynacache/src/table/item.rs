@@ -68,7 +68,9 @@ pub(crate) fn b(v: impl Into<Vec<u8>>) -> AttributeValue {
 }
 
 pub(crate) fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
-    item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str)
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
 }
 
 pub(crate) fn get_b<'a>(item: &'a Item, name: &str) -> Option<&'a [u8]> {

@@ -141,7 +141,10 @@ struct CapacityCounter {
 impl CapacityCounter {
     fn record_read(&self, c: Option<&SdkCapacity>) {
         if let Some(c) = c {
-            let units = c.read_capacity_units().or(c.capacity_units()).unwrap_or(0.0);
+            let units = c
+                .read_capacity_units()
+                .or(c.capacity_units())
+                .unwrap_or(0.0);
             self.read
                 .fetch_add((units * 1000.0).round() as u64, Ordering::Relaxed);
         }

@@ -24,10 +24,8 @@ impl Table {
     /// page (at most 1 MB) at a time, so memory stays bounded however large the table is.
     pub(crate) fn scan(&self, spec: ScanSpec) -> BoxStream<'static, Result<Item>> {
         let segments = self.inner.scan_segments;
-        let streams = (0..segments).map(|segment| {
-            self.scan_segment(spec.clone(), segment, segments)
-                .boxed()
-        });
+        let streams =
+            (0..segments).map(|segment| self.scan_segment(spec.clone(), segment, segments).boxed());
         stream::select_all(streams).boxed()
     }
 
@@ -46,7 +44,8 @@ impl Table {
                 let Some(start) = state else {
                     return Ok(None);
                 };
-                let (filter, mut names, values) = prefix_filter(&table.inner.key_attr, &spec.prefixes);
+                let (filter, mut names, values) =
+                    prefix_filter(&table.inner.key_attr, &spec.prefixes);
                 let (projection, pnames) = projection_expr(&table.inner.key_attr, &spec.projection);
                 names.extend(pnames);
                 let mut req = table
@@ -82,7 +81,11 @@ impl Table {
     pub(crate) async fn count(
         &self,
         prefixes: &[String],
-        extra: Option<(&str, HashMap<String, String>, HashMap<String, AttributeValue>)>,
+        extra: Option<(
+            &str,
+            HashMap<String, String>,
+            HashMap<String, AttributeValue>,
+        )>,
     ) -> Result<u64> {
         let segments = self.inner.scan_segments;
         let (mut filter, mut names, mut values) = prefix_filter(&self.inner.key_attr, prefixes);
@@ -133,7 +136,11 @@ impl Table {
 fn prefix_filter(
     key_attr: &str,
     prefixes: &[String],
-) -> (String, HashMap<String, String>, HashMap<String, AttributeValue>) {
+) -> (
+    String,
+    HashMap<String, String>,
+    HashMap<String, AttributeValue>,
+) {
     let names = HashMap::from([("#k".to_owned(), key_attr.to_owned())]);
     let mut values = HashMap::new();
     let mut parts = Vec::new();

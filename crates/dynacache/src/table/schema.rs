@@ -267,7 +267,11 @@ impl Table {
     }
 
     fn key_problems(&self, d: &TableDescription) -> Vec<String> {
-        let want = (self.inner.key_attr.clone(), "HASH".to_owned(), "S".to_owned());
+        let want = (
+            self.inner.key_attr.clone(),
+            "HASH".to_owned(),
+            "S".to_owned(),
+        );
         if d.key_schema == [want] {
             return Vec::new();
         }
