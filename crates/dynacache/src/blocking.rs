@@ -18,8 +18,8 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 use crate::{CacheBuilder, Expiry, Key, Table, TableBuilder};

@@ -1,8 +1,8 @@
 //! Value encoding: serde to MessagePack, zstd compression when it saves space, and checksums for
 //! values split over several items.
 
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
@@ -33,17 +33,17 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     if let Some(n) = as_integer(&data) {
         return Ok(Encoded::Counter(n));
     }
-    if let Some(min) = compress_from {
-        if data.len() >= min {
-            let compressed = zstd::bulk::compress(&data, ZSTD_LEVEL)
-                .map_err(|e| Error::Serialize(Box::new(e)))?;
-            // Keep it only when it saves at least 1/16 of the size: decompression is not free.
-            if compressed.len() + data.len() / 16 < data.len() {
-                return Ok(Encoded::Bytes {
-                    format: FORMAT_ZSTD,
-                    data: compressed,
-                });
-            }
+    if let Some(min) = compress_from
+        && data.len() >= min
+    {
+        let compressed =
+            zstd::bulk::compress(&data, ZSTD_LEVEL).map_err(|e| Error::Serialize(Box::new(e)))?;
+        // Keep it only when it saves at least 1/16 of the size: decompression is not free.
+        if compressed.len() + data.len() / 16 < data.len() {
+            return Ok(Encoded::Bytes {
+                format: FORMAT_ZSTD,
+                data: compressed,
+            });
         }
     }
     Ok(Encoded::Bytes {
@@ -81,7 +81,7 @@ pub(crate) fn decode<T: DeserializeOwned>(
             return Err(Error::corrupt(
                 key,
                 format!("unknown value format {other:?}"),
-            ))
+            ));
         }
     };
     rmp_serde::from_slice(bytes).map_err(|e| Error::Deserialize {
@@ -103,7 +103,7 @@ fn decompress(key: &str, data: &[u8], max_size: usize) -> Result<Vec<u8>> {
             return Err(Error::corrupt(
                 key,
                 "compressed value has no valid zstd frame header",
-            ))
+            ));
         }
     };
     if size > max_size as u64 {

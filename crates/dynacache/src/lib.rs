@@ -66,6 +66,6 @@ pub use error::{Error, Result};
 pub use expiry::Expiry;
 pub use kv::{Cache, CacheBuilder, Key, MAX_KEY_LEN};
 pub use table::{
-    ConsumedCapacity, Engine, Table, TableBuilder, TableDescription, TablePolicy, DEFAULT_TABLE,
-    MAX_ITEM_BYTES, MAX_KEY_BYTES,
+    ConsumedCapacity, DEFAULT_TABLE, Engine, MAX_ITEM_BYTES, MAX_KEY_BYTES, Table, TableBuilder,
+    TableDescription, TablePolicy,
 };

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{builder, Engine};
+use common::{Engine, builder};
 use dynacache::{Cache, CacheBuilder, Error, Table, TablePolicy};
 
 macro_rules! on_every_engine {

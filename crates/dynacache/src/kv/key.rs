@@ -169,9 +169,11 @@ mod tests {
     #[test]
     fn empty_and_huge_keys_are_refused() {
         assert!(stored_key("kv", b"").unwrap_err().is_invalid_input());
-        assert!(stored_key("kv", &vec![0u8; MAX_KEY_LEN + 1])
-            .unwrap_err()
-            .is_invalid_input());
+        assert!(
+            stored_key("kv", &vec![0u8; MAX_KEY_LEN + 1])
+                .unwrap_err()
+                .is_invalid_input()
+        );
     }
 
     #[test]

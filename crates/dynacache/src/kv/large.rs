@@ -16,11 +16,11 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 
-use super::key::{chunk_key, chunk_prefix, StoredKey};
+use super::key::{StoredKey, chunk_key, chunk_prefix};
 use super::{Cache, Stamp};
 use crate::codec::checksum;
 use crate::error::{Error, Result};
-use crate::table::item::{self, b, get_b, get_i64, get_s, n, s, take_b, Item};
+use crate::table::item::{self, Item, b, get_b, get_i64, get_s, n, s, take_b};
 use crate::table::{ScanSpec, Write};
 
 /// How many times a reader follows a head that changed under it before it calls it a miss.
@@ -195,10 +195,9 @@ impl Cache {
     pub(super) async fn remove_chunks_of(&self, old: &Item) {
         if let (Some(version), Some(Ok(count))) =
             (get_s(old, item::CHUNK_VERSION), get_i64(old, item::CHUNKS))
+            && (1..=1_000_000).contains(&count)
         {
-            if (1..=1_000_000).contains(&count) {
-                self.remove_chunks(version, count as u32).await;
-            }
+            self.remove_chunks(version, count as u32).await;
         }
     }
 

@@ -8,18 +8,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
-use key::{chunk_prefix, entry_prefixes, stored_key, StoredKey};
 pub use key::{Key, MAX_KEY_LEN};
+use key::{StoredKey, chunk_prefix, entry_prefixes, stored_key};
 
 use crate::clock::{Clock, SystemClock};
 use crate::codec::{self, Encoded};
 use crate::error::{Error, Result};
 use crate::expiry::Expiry;
-use crate::table::item::{self, b, get_b, get_i64, get_s, n, s, Item};
-use crate::table::{Expr, Put, Table, Write, MAX_ITEM_BYTES};
+use crate::table::item::{self, Item, b, get_b, get_i64, get_s, n, s};
+use crate::table::{Expr, MAX_ITEM_BYTES, Put, Table, Write};
 
 /// Values whose item would exceed this are split into chunks.
 const INLINE_LIMIT: usize = MAX_ITEM_BYTES - 8 * 1024;
@@ -272,10 +272,10 @@ impl Cache {
 
     /// Whether an item is this key's (not a hash collision) and unexpired.
     fn is_live(&self, key: &StoredKey, item: &Item) -> bool {
-        if let Some(original) = &key.original {
-            if get_b(item, item::ORIGINAL_KEY) != Some(original.as_slice()) {
-                return false;
-            }
+        if let Some(original) = &key.original
+            && get_b(item, item::ORIGINAL_KEY) != Some(original.as_slice())
+        {
+            return false;
         }
         match get_i64(item, item::EXPIRES) {
             None => true,
@@ -400,13 +400,13 @@ impl Cache {
 
     fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Encoded> {
         let encoded = codec::encode(value, self.inner.compress_from)?;
-        if let Encoded::Bytes { data, .. } = &encoded {
-            if data.len() > self.inner.max_value_size {
-                return Err(Error::ItemTooLarge {
-                    size: data.len() as u64,
-                    limit: self.inner.max_value_size as u64,
-                });
-            }
+        if let Encoded::Bytes { data, .. } = &encoded
+            && data.len() > self.inner.max_value_size
+        {
+            return Err(Error::ItemTooLarge {
+                size: data.len() as u64,
+                limit: self.inner.max_value_size as u64,
+            });
         }
         Ok(encoded)
     }
@@ -671,14 +671,12 @@ impl Cache {
     /// The exact number of live values in this cache. Counts every page of the table (a Scan
     /// with `Select=COUNT`, in parallel segments), not DynamoDB's six-hourly estimate.
     pub async fn len(&self) -> Result<u64> {
-        let names = HashMap::from([("#e".to_owned(), item::EXPIRES.to_owned())]);
-        let values = HashMap::from([(":now".to_owned(), n(self.now()))]);
+        let live = Expr::new("attribute_not_exists(#e) OR #e > :now")
+            .name("#e", item::EXPIRES)
+            .value(":now", n(self.now()));
         self.inner
             .table
-            .count(
-                &entry_prefixes(&self.inner.namespace),
-                Some(("attribute_not_exists(#e) OR #e > :now", names, values)),
-            )
+            .count(&entry_prefixes(&self.inner.namespace), Some(live))
             .await
     }
 

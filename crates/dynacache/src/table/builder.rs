@@ -7,8 +7,8 @@ use std::time::Duration;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_dynamodb::config::Credentials;
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::Credentials;
 
 use super::{Table, TableInner, TablePolicy};
 use crate::error::{Error, Result};

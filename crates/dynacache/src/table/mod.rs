@@ -12,11 +12,11 @@ mod scan;
 mod schema;
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use aws_sdk_dynamodb::types::ConsumedCapacity as SdkCapacity;
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::ConsumedCapacity as SdkCapacity;
 
 pub use builder::{Engine, TableBuilder};
 pub(crate) use ops::{Expr, Put, Write};

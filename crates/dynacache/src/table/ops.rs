@@ -10,8 +10,8 @@ use aws_sdk_dynamodb::types::{
 };
 use futures::stream::{self, StreamExt, TryStreamExt};
 
-use super::item::{s, Item};
 use super::Table;
+use super::item::{Item, s};
 use crate::error::{Error, Result};
 
 /// BatchGetItem takes at most 100 keys.

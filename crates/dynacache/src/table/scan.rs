@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity, Select};
 use futures::stream::{self, BoxStream, StreamExt};
 
-use super::item::{s, Item};
-use super::ops::projection_expr;
 use super::Table;
+use super::item::{Item, s};
+use super::ops::{Expr, projection_expr};
 use crate::error::Result;
 
 /// What a scan reads.
@@ -78,21 +78,13 @@ impl Table {
 
     /// Counts the items whose key starts with one of the prefixes and that pass `extra` (a filter
     /// expression over `#e` for the expiry attribute and `:now`), reading every page.
-    pub(crate) async fn count(
-        &self,
-        prefixes: &[String],
-        extra: Option<(
-            &str,
-            HashMap<String, String>,
-            HashMap<String, AttributeValue>,
-        )>,
-    ) -> Result<u64> {
+    pub(crate) async fn count(&self, prefixes: &[String], extra: Option<Expr>) -> Result<u64> {
         let segments = self.inner.scan_segments;
         let (mut filter, mut names, mut values) = prefix_filter(&self.inner.key_attr, prefixes);
-        if let Some((text, n, v)) = extra {
-            filter = format!("({filter}) AND ({text})");
-            names.extend(n);
-            values.extend(v);
+        if let Some(extra) = extra {
+            filter = format!("({filter}) AND ({})", extra.text);
+            names.extend(extra.names);
+            values.extend(extra.values);
         }
         let counts = stream::iter(0..segments)
             .map(|segment| {

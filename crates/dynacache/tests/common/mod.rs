@@ -24,15 +24,15 @@ pub fn builder(engine: Engine) -> Option<TableBuilder> {
     let b = Table::builder().name(unique_name("t"));
     match engine {
         Engine::Embedded => Some(b.embedded()),
-        Engine::DynamoDbLocal => {
-            match std::env::var(LOCAL_ENV) {
-                Ok(url) if !url.is_empty() => Some(b.endpoint_url(url)),
-                _ => {
-                    eprintln!("{LOCAL_ENV} is not set: DynamoDB Local test not run (scripts/test sets it)");
-                    None
-                }
+        Engine::DynamoDbLocal => match std::env::var(LOCAL_ENV) {
+            Ok(url) if !url.is_empty() => Some(b.endpoint_url(url)),
+            _ => {
+                eprintln!(
+                    "{LOCAL_ENV} is not set: DynamoDB Local test not run (scripts/test sets it)"
+                );
+                None
             }
-        }
+        },
     }
 }
 
