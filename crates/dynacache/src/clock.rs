@@ -81,3 +81,11 @@ pub(crate) fn system_time_millis(t: SystemTime) -> i64 {
         Err(e) => -(e.duration().as_millis().min(i64::MAX as u128) as i64),
     }
 }
+
+pub(crate) fn millis_to_system_time(ms: i64) -> SystemTime {
+    if ms >= 0 {
+        UNIX_EPOCH + Duration::from_millis(ms as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
+    }
+}

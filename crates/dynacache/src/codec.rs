@@ -116,6 +116,40 @@ fn decompress(key: &str, data: &[u8], max_size: usize) -> Result<Vec<u8>> {
         .map_err(|e| Error::corrupt(key, format!("compressed value does not decode: {e}")))
 }
 
+/// Raw bytes (HTTP bodies), as written.
+pub(crate) const FORMAT_RAW: &str = "b";
+/// Raw bytes, zstd-compressed.
+pub(crate) const FORMAT_RAW_ZSTD: &str = "bz";
+
+/// Compresses raw bytes when that saves space; returns the format and the stored bytes.
+pub(crate) fn encode_bytes(data: Vec<u8>, compress_from: Option<usize>) -> (&'static str, Vec<u8>) {
+    if let Some(min) = compress_from
+        && data.len() >= min
+        && let Ok(compressed) = zstd::bulk::compress(&data, ZSTD_LEVEL)
+        && compressed.len() + data.len() / 16 < data.len()
+    {
+        return (FORMAT_RAW_ZSTD, compressed);
+    }
+    (FORMAT_RAW, data)
+}
+
+/// The raw bytes of a payload written by [`encode_bytes`].
+pub(crate) fn decode_bytes(
+    key: &str,
+    format: &str,
+    data: Vec<u8>,
+    max_size: usize,
+) -> Result<Vec<u8>> {
+    match format {
+        FORMAT_RAW => Ok(data),
+        FORMAT_RAW_ZSTD => decompress(key, &data, max_size),
+        other => Err(Error::corrupt(
+            key,
+            format!("unknown body format {other:?}"),
+        )),
+    }
+}
+
 /// SHA-256 of a payload, to detect damaged or mixed chunks.
 pub(crate) fn checksum(data: &[u8]) -> Vec<u8> {
     Sha256::digest(data).to_vec()

@@ -58,6 +58,8 @@ mod clock;
 mod codec;
 mod error;
 mod expiry;
+#[cfg(feature = "http")]
+pub mod http;
 mod kv;
 mod table;
 

@@ -116,12 +116,14 @@ impl Cache {
     }
 
     /// Reads a chunked value from its head, following the head if it is replaced meanwhile.
-    /// Returns the format and payload, or `None` when the value disappeared or expired.
+    /// Returns the head followed, the format and the payload, or `None` when the value
+    /// disappeared or expired.
     pub(super) async fn read_chunked(
         &self,
         key: &StoredKey,
         mut head_item: Item,
-    ) -> Result<Option<(String, Vec<u8>)>> {
+        include_expired: bool,
+    ) -> Result<Option<(Item, String, Vec<u8>)>> {
         let table = &self.inner.table;
         let mut consistent = false;
         for _ in 0..READ_ATTEMPTS {
@@ -144,12 +146,13 @@ impl Cache {
                         "chunks do not match the checksum in the head",
                     ));
                 }
-                return Ok(Some((format, data)));
+                return Ok(Some((head_item, format, data)));
             }
             // A chunk was missing: the value was replaced (or, on an eventually consistent
             // read, the chunks are not visible yet). Read the head again, strongly.
             consistent = true;
             match table.get_item(&key.pk, None, true).await? {
+                Some(next) if include_expired && self.is_owner(key, &next) => head_item = next,
                 Some(next) if self.is_live(key, &next) => head_item = next,
                 _ => return Ok(None),
             }

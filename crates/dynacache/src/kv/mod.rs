@@ -11,8 +11,9 @@ use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub(crate) use key::StoredKey;
 pub use key::{Key, MAX_KEY_LEN};
-use key::{StoredKey, chunk_prefix, entry_prefixes, stored_key};
+use key::{chunk_prefix, entry_prefixes, stored_key};
 
 use crate::clock::{Clock, SystemClock};
 use crate::codec::{self, Encoded};
@@ -181,9 +182,16 @@ struct CacheInner {
 
 /// The expiry attributes of one write.
 #[derive(Debug, Clone, Copy)]
-struct Stamp {
-    now: i64,
-    expires: Option<i64>,
+pub(crate) struct Stamp {
+    pub(crate) now: i64,
+    pub(crate) expires: Option<i64>,
+}
+
+/// Stored bytes and their format.
+#[derive(Debug, Clone)]
+pub(crate) struct Payload {
+    pub(crate) format: String,
+    pub(crate) data: Vec<u8>,
 }
 
 impl Cache {
@@ -207,11 +215,11 @@ impl Cache {
         &self.inner.namespace
     }
 
-    fn key(&self, key: &[u8]) -> Result<StoredKey> {
+    pub(crate) fn key(&self, key: &[u8]) -> Result<StoredKey> {
         stored_key(&self.inner.namespace, key)
     }
 
-    fn stamp(&self, expiry: Expiry) -> Stamp {
+    pub(crate) fn stamp(&self, expiry: Expiry) -> Stamp {
         let now = self.inner.clock.now_millis();
         Stamp {
             now,
@@ -219,7 +227,7 @@ impl Cache {
         }
     }
 
-    fn now(&self) -> i64 {
+    pub(crate) fn now(&self) -> i64 {
         self.inner.clock.now_millis()
     }
 
@@ -239,7 +247,7 @@ impl Cache {
         item
     }
 
-    fn ttl_seconds(&self, expires_millis: i64) -> i64 {
+    pub(crate) fn ttl_seconds(&self, expires_millis: i64) -> i64 {
         expires_millis.div_euclid(1000) + 1 + self.inner.ttl_grace_secs
     }
 
@@ -271,10 +279,8 @@ impl Cache {
     }
 
     /// Whether an item is this key's (not a hash collision) and unexpired.
-    fn is_live(&self, key: &StoredKey, item: &Item) -> bool {
-        if let Some(original) = &key.original
-            && get_b(item, item::ORIGINAL_KEY) != Some(original.as_slice())
-        {
+    pub(crate) fn is_live(&self, key: &StoredKey, item: &Item) -> bool {
+        if !self.is_owner(key, item) {
             return false;
         }
         match get_i64(item, item::EXPIRES) {
@@ -285,33 +291,63 @@ impl Cache {
         }
     }
 
+    /// Whether an item belongs to this key (and not to another key with the same hash).
+    pub(crate) fn is_owner(&self, key: &StoredKey, item: &Item) -> bool {
+        match &key.original {
+            Some(original) => get_b(item, item::ORIGINAL_KEY) == Some(original.as_slice()),
+            None => true,
+        }
+    }
+
     async fn decode_entry<T: DeserializeOwned>(
         &self,
         key: &StoredKey,
-        mut item: Item,
+        item: Item,
     ) -> Result<Option<T>> {
-        if !self.is_live(key, &item) {
+        let Some((item, payload)) = self.read_entry(key, item, false).await? else {
             return Ok(None);
-        }
+        };
         if let Some(counter) = get_i64(&item, item::COUNTER) {
             let counter = counter.map_err(|reason| Error::corrupt(&key.pk, reason))?;
             return codec::decode_counter(&key.pk, counter).map(Some);
         }
-        let format = get_s(&item, item::FORMAT)
-            .ok_or_else(|| Error::corrupt(&key.pk, "the item has no value format"))?
-            .to_owned();
+        match payload {
+            Some(p) => {
+                codec::decode(&key.pk, &p.format, &p.data, self.inner.max_value_size).map(Some)
+            }
+            None => Err(Error::corrupt(&key.pk, "the item has no value")),
+        }
+    }
+
+    /// Resolves a stored item: `None` when it is not this key's live entry; else the item
+    /// (the head that was followed, for chunked values) and its payload, if it has one.
+    pub(crate) async fn read_entry(
+        &self,
+        key: &StoredKey,
+        mut item: Item,
+        include_expired: bool,
+    ) -> Result<Option<(Item, Option<Payload>)>> {
+        let usable = if include_expired {
+            self.is_owner(key, &item)
+        } else {
+            self.is_live(key, &item)
+        };
+        if !usable {
+            return Ok(None);
+        }
+        let format = get_s(&item, item::FORMAT).map(str::to_owned);
         if let Some(data) = item::take_b(&mut item, item::VALUE) {
-            return codec::decode(&key.pk, &format, &data, self.inner.max_value_size).map(Some);
+            let format =
+                format.ok_or_else(|| Error::corrupt(&key.pk, "the item has no value format"))?;
+            return Ok(Some((item, Some(Payload { format, data }))));
         }
         if item.contains_key(item::CHUNK_VERSION) {
-            return match self.read_chunked(key, item).await? {
-                Some((format, data)) => {
-                    codec::decode(&key.pk, &format, &data, self.inner.max_value_size).map(Some)
-                }
-                None => Ok(None),
-            };
+            return Ok(self
+                .read_chunked(key, item, include_expired)
+                .await?
+                .map(|(head, format, data)| (head, Some(Payload { format, data }))));
         }
-        Err(Error::corrupt(&key.pk, "the item has no value"))
+        Ok(Some((item, None)))
     }
 
     /// The values under several keys, in the order of the keys (`None` for missing or expired),
@@ -420,22 +456,45 @@ impl Cache {
         stamp: Stamp,
         condition: Option<Expr>,
     ) -> Result<bool> {
-        let mut item = self.base_item(key, stamp);
-        let mut written_chunks = None;
         match encoded {
             Encoded::Counter(v) => {
-                item.insert(item::COUNTER.into(), n(v));
+                let attrs = Item::from([(item::COUNTER.to_owned(), n(v))]);
+                self.write_entry(key, attrs, None, stamp, condition).await
             }
             Encoded::Bytes { format, data } => {
-                item.insert(item::FORMAT.into(), s(format));
-                let overhead = item::item_size(&item) + item::VALUE.len();
-                if overhead + data.len() <= INLINE_LIMIT {
-                    item.insert(item::VALUE.into(), b(data));
-                } else {
-                    let head = self.write_chunks(key, &data, stamp).await?;
-                    written_chunks = Some((head.version.clone(), head.count));
-                    item.extend(head.into_attributes());
-                }
+                let payload = Payload {
+                    format: format.to_owned(),
+                    data,
+                };
+                self.write_entry(key, Item::new(), Some(payload), stamp, condition)
+                    .await
+            }
+        }
+    }
+
+    /// Writes an entry: the common attributes, `attrs`, and the payload inline or in chunks.
+    /// Then removes the chunks of the entry it replaced. Returns false when `condition` did not
+    /// hold.
+    pub(crate) async fn write_entry(
+        &self,
+        key: &StoredKey,
+        attrs: Item,
+        payload: Option<Payload>,
+        stamp: Stamp,
+        condition: Option<Expr>,
+    ) -> Result<bool> {
+        let mut item = self.base_item(key, stamp);
+        item.extend(attrs);
+        let mut written_chunks = None;
+        if let Some(Payload { format, data }) = payload {
+            item.insert(item::FORMAT.into(), s(format));
+            let overhead = item::item_size(&item) + item::VALUE.len();
+            if overhead + data.len() <= INLINE_LIMIT {
+                item.insert(item::VALUE.into(), b(data));
+            } else {
+                let head = self.write_chunks(key, &data, stamp).await?;
+                written_chunks = Some((head.version.clone(), head.count));
+                item.extend(head.into_attributes());
             }
         }
         match self.inner.table.put_item(item, condition, true).await {

@@ -1,0 +1,301 @@
+//! A stored response: an item a person can read in the AWS console.
+//!
+//! ```text
+//! key      http:3f2a…            kind    response
+//! status   200                   method  GET
+//! url      https://api.example.com/users?page=2
+//! headers  { "content-type": ["application/json"], "etag": ["\"v1\""], … }
+//! request  { "method": "GET", "url": "…", "headers": { … } }   (secrets removed)
+//! created  Sun, 22 Nov 2026 14:00:00 GMT       expires  Sun, 22 Nov 2026 15:00:00 GMT
+//! body     {"users": […]}                      (text up to 64 KiB; else `v`, binary)
+//! ```
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+
+use super::settings::Settings;
+use crate::clock::millis_to_system_time;
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::table::item::{self, Item, b, get_i64, get_s, n, s};
+
+pub(crate) const KIND: &str = "kind";
+pub(crate) const KIND_RESPONSE: &str = "response";
+pub(crate) const KIND_VARY: &str = "vary";
+const STATUS: &str = "status";
+const URL: &str = "url";
+const METHOD: &str = "method";
+const HEADERS: &str = "headers";
+const REQUEST: &str = "request";
+const CREATED: &str = "created";
+const EXPIRES_TEXT: &str = "expires";
+const BODY: &str = "body";
+const BODY_SIZE: &str = "size";
+pub(crate) const VARY: &str = "vary";
+
+/// Bodies up to this size that are UTF-8 text are stored as a readable string.
+const TEXT_BODY_MAX: usize = 64 * 1024;
+
+/// A response as stored.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredResponse {
+    pub(crate) status: StatusCode,
+    pub(crate) url: String,
+    pub(crate) method: String,
+    pub(crate) headers: HeaderMap,
+    pub(crate) request_headers: HeaderMap,
+    pub(crate) created_ms: i64,
+    pub(crate) expires_ms: Option<i64>,
+    pub(crate) body: bytes::Bytes,
+}
+
+impl StoredResponse {
+    pub(crate) fn response_parts(&self) -> http::response::Parts {
+        let mut res = http::Response::new(());
+        *res.status_mut() = self.status;
+        *res.headers_mut() = self.headers.clone();
+        res.into_parts().0
+    }
+}
+
+/// Request headers with secrets removed, for storage.
+pub(crate) fn redact_headers(headers: &HeaderMap, settings: &Settings) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        if !settings.is_ignored(name.as_str()) {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+/// A URL with ignored query parameters removed, for storage.
+pub(crate) fn redact_url(url: &url::Url, settings: &Settings) -> String {
+    let mut url = url.clone();
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| !settings.is_ignored(k))
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    if url.query().is_some() {
+        if pairs.is_empty() {
+            url.set_query(None);
+        } else {
+            url.query_pairs_mut().clear().extend_pairs(pairs);
+        }
+    }
+    url.set_fragment(None);
+    url.to_string()
+}
+
+fn headers_to_attr(headers: &HeaderMap) -> AttributeValue {
+    let mut map: HashMap<String, Vec<AttributeValue>> = HashMap::new();
+    for (name, value) in headers {
+        let v = match value.to_str() {
+            Ok(text) => s(text),
+            Err(_) => b(value.as_bytes().to_vec()),
+        };
+        map.entry(name.as_str().to_owned()).or_default().push(v);
+    }
+    AttributeValue::M(
+        map.into_iter()
+            .map(|(k, v)| (k, AttributeValue::L(v)))
+            .collect(),
+    )
+}
+
+fn headers_from_attr(key: &str, attr: Option<&AttributeValue>) -> Result<HeaderMap> {
+    let mut headers = HeaderMap::new();
+    let Some(attr) = attr else {
+        return Ok(headers);
+    };
+    let map = attr
+        .as_m()
+        .map_err(|_| Error::corrupt(key, "headers are not a map"))?;
+    for (name, values) in map {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| Error::corrupt(key, format!("bad header name {name:?}")))?;
+        let values = values
+            .as_l()
+            .map_err(|_| Error::corrupt(key, "header values are not a list"))?;
+        for v in values {
+            let value = match v {
+                AttributeValue::S(text) => HeaderValue::from_str(text),
+                AttributeValue::B(bytes) => HeaderValue::from_bytes(bytes.as_ref()),
+                _ => return Err(Error::corrupt(key, "bad header value")),
+            }
+            .map_err(|_| Error::corrupt(key, "bad header value"))?;
+            headers.append(name.clone(), value);
+        }
+    }
+    Ok(headers)
+}
+
+fn http_date(ms: i64) -> String {
+    httpdate::fmt_http_date(millis_to_system_time(ms.max(0)))
+}
+
+/// The item attributes of a stored response (besides the common ones), and its payload when
+/// the body is not stored as text.
+pub(crate) fn to_attributes(
+    doc: &StoredResponse,
+    compress_from: Option<usize>,
+) -> (Item, Option<crate::kv::Payload>) {
+    let mut attrs = Item::from([
+        (KIND.to_owned(), s(KIND_RESPONSE)),
+        (STATUS.to_owned(), n(doc.status.as_u16())),
+        (URL.to_owned(), s(doc.url.clone())),
+        (METHOD.to_owned(), s(doc.method.clone())),
+        (HEADERS.to_owned(), headers_to_attr(&doc.headers)),
+        (
+            REQUEST.to_owned(),
+            AttributeValue::M(HashMap::from([
+                (METHOD.to_owned(), s(doc.method.clone())),
+                (URL.to_owned(), s(doc.url.clone())),
+                (HEADERS.to_owned(), headers_to_attr(&doc.request_headers)),
+            ])),
+        ),
+        (CREATED.to_owned(), s(http_date(doc.created_ms))),
+        (BODY_SIZE.to_owned(), n(doc.body.len())),
+    ]);
+    if let Some(e) = doc.expires_ms {
+        attrs.insert(EXPIRES_TEXT.to_owned(), s(http_date(e)));
+    }
+    let is_text = doc.body.len() <= TEXT_BODY_MAX
+        && !doc.body.is_empty()
+        && is_text_type(&doc.headers)
+        && !doc.headers.contains_key(http::header::CONTENT_ENCODING);
+    if is_text && let Ok(text) = std::str::from_utf8(&doc.body) {
+        attrs.insert(BODY.to_owned(), s(text));
+        return (attrs, None);
+    }
+    let (format, data) = codec::encode_bytes(doc.body.to_vec(), compress_from);
+    (
+        attrs,
+        Some(crate::kv::Payload {
+            format: format.to_owned(),
+            data,
+        }),
+    )
+}
+
+fn is_text_type(headers: &HeaderMap) -> bool {
+    let ct = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    ct.starts_with("text/")
+        || ct.contains("json")
+        || ct.contains("xml")
+        || ct.contains("javascript")
+        || ct.contains("x-www-form-urlencoded")
+}
+
+/// Reads a stored response back; `payload` is the body when it was not stored as text.
+pub(crate) fn from_item(
+    key: &str,
+    item: &Item,
+    payload: Option<crate::kv::Payload>,
+    max_body: usize,
+) -> Result<StoredResponse> {
+    let status = get_i64(item, STATUS)
+        .and_then(|s| s.ok())
+        .and_then(|s| u16::try_from(s).ok())
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .ok_or_else(|| Error::corrupt(key, "bad or missing status"))?;
+    let request = item.get(REQUEST).and_then(|r| r.as_m().ok());
+    let body = match (item.get(BODY), payload) {
+        (Some(AttributeValue::S(text)), _) => bytes::Bytes::from(text.clone().into_bytes()),
+        (_, Some(p)) => codec::decode_bytes(key, &p.format, p.data, max_body)?.into(),
+        (None, None) => bytes::Bytes::new(),
+        _ => return Err(Error::corrupt(key, "bad body")),
+    };
+    if let Some(Ok(size)) = get_i64(item, BODY_SIZE)
+        && size != body.len() as i64
+    {
+        return Err(Error::corrupt(key, "body size does not match"));
+    }
+    Ok(StoredResponse {
+        status,
+        url: get_s(item, URL).unwrap_or_default().to_owned(),
+        method: get_s(item, METHOD).unwrap_or("GET").to_owned(),
+        headers: headers_from_attr(key, item.get(HEADERS))?,
+        request_headers: headers_from_attr(key, request.and_then(|r| r.get(HEADERS)))?,
+        created_ms: get_i64(item, item::WRITTEN)
+            .and_then(|w| w.ok())
+            .unwrap_or(0),
+        expires_ms: get_i64(item, item::EXPIRES).and_then(|e| e.ok()),
+        body,
+    })
+}
+
+/// An update of the expiry attributes (and optionally the headers) of a stored response, with
+/// `#kind` for the condition `attribute_exists(#kind)` that keeps it from creating an item.
+pub(crate) fn expiry_update(
+    expires: Option<i64>,
+    ttl_seconds: Option<i64>,
+    ttl_attr: &str,
+    headers: Option<&HeaderMap>,
+) -> crate::table::Expr {
+    use crate::table::Expr;
+    let mut sets = vec![];
+    let mut e = Expr::default()
+        .name("#kind", KIND)
+        .name("#e", item::EXPIRES)
+        .name("#t", ttl_attr)
+        .name("#x", EXPIRES_TEXT);
+    if let Some(h) = headers {
+        sets.push("#h = :h");
+        e = e.name("#h", HEADERS).value(":h", headers_to_attr(h));
+    }
+    let mut removes = vec![];
+    match (expires, ttl_seconds) {
+        (Some(exp), Some(ttl)) => {
+            sets.extend(["#e = :e", "#t = :t", "#x = :x"]);
+            e = e
+                .value(":e", n(exp))
+                .value(":t", n(ttl))
+                .value(":x", s(http_date(exp)));
+        }
+        _ => removes.extend(["#e", "#t", "#x"]),
+    }
+    let mut text = String::new();
+    if !sets.is_empty() {
+        text = format!("SET {}", sets.join(", "));
+    }
+    if !removes.is_empty() {
+        text.push_str(&format!(" REMOVE {}", removes.join(", ")));
+    }
+    e.text = text.trim().to_owned();
+    e
+}
+
+/// The condition to use with [`expiry_update`].
+pub(crate) const EXISTS: &str = "attribute_exists(#kind)";
+
+/// The attributes of a `Vary` index item: the header names the variants depend on.
+pub(crate) fn vary_attributes(names: &[String], url: &str) -> Item {
+    Item::from([
+        (KIND.to_owned(), s(KIND_VARY)),
+        (URL.to_owned(), s(url)),
+        (
+            VARY.to_owned(),
+            AttributeValue::L(names.iter().map(|n| s(n.clone())).collect()),
+        ),
+    ])
+}
+
+pub(crate) fn vary_names(item: &Item) -> Option<Vec<String>> {
+    if get_s(item, KIND) != Some(KIND_VARY) {
+        return None;
+    }
+    Some(
+        item.get(VARY)
+            .and_then(|v| v.as_l().ok())
+            .map(|l| l.iter().filter_map(|v| v.as_s().ok().cloned()).collect())
+            .unwrap_or_default(),
+    )
+}

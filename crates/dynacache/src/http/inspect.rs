@@ -1,0 +1,247 @@
+//! Inspection and maintenance: listing, counting, deleting and re-dating stored responses. Every
+//! call reads the table to its last page and touches only this cache's namespace.
+
+use std::time::{Duration, SystemTime};
+
+use futures::stream::{BoxStream, StreamExt, TryStreamExt};
+use reqwest::{Method, Request};
+
+use super::cache::HttpCache;
+use super::document;
+use super::settings::ExpireAfter;
+use crate::clock::millis_to_system_time;
+use crate::error::Result;
+use crate::table::ScanSpec;
+use crate::table::item::{self, Item, get_i64, get_s};
+
+/// A stored response's metadata (no body), as listed by [`HttpCache::entries`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CachedEntry {
+    /// The cache key.
+    pub key: String,
+    /// The method of the request it answered.
+    pub method: String,
+    /// The response's URL (secrets removed).
+    pub url: String,
+    /// The status code.
+    pub status: u16,
+    /// The body size in bytes.
+    pub size: u64,
+    /// When it was fetched.
+    pub created_at: SystemTime,
+    /// When it stops being fresh (`None`: never).
+    pub expires: Option<SystemTime>,
+    /// Whether it is expired now (it may still be served stale or revalidated).
+    pub is_expired: bool,
+}
+
+const LISTED: &[&str] = &[
+    "kind",
+    "method",
+    "url",
+    "status",
+    "size",
+    item::WRITTEN,
+    item::EXPIRES,
+];
+
+impl HttpCache {
+    fn entry_of(&self, item: &Item, now: i64) -> Option<CachedEntry> {
+        if get_s(item, document::KIND) != Some(document::KIND_RESPONSE) {
+            return None;
+        }
+        let pk = get_s(item, self.table().key_attribute())?;
+        let key = pk.get(self.namespace().len() + 1..)?.to_owned();
+        let expires = get_i64(item, item::EXPIRES).and_then(|e| e.ok());
+        Some(CachedEntry {
+            key,
+            method: get_s(item, "method").unwrap_or("GET").to_owned(),
+            url: get_s(item, "url").unwrap_or_default().to_owned(),
+            status: get_i64(item, "status")
+                .and_then(|s| s.ok())
+                .unwrap_or(0)
+                .clamp(0, u16::MAX as i64) as u16,
+            size: get_i64(item, "size")
+                .and_then(|s| s.ok())
+                .unwrap_or(0)
+                .max(0) as u64,
+            created_at: millis_to_system_time(
+                get_i64(item, item::WRITTEN)
+                    .and_then(|w| w.ok())
+                    .unwrap_or(0),
+            ),
+            expires: expires.map(millis_to_system_time),
+            is_expired: expires.is_some_and(|e| e <= now),
+        })
+    }
+
+    /// Every stored response (expired ones included), as a stream read page by page.
+    pub fn entries(&self) -> BoxStream<'static, Result<CachedEntry>> {
+        let cache = self.clone();
+        let ns = self.namespace().to_owned();
+        self.table()
+            .scan(ScanSpec {
+                prefixes: vec![format!("{ns}:")],
+                projection: LISTED.to_vec(),
+            })
+            .try_filter_map(move |item| {
+                let now = cache.inner.store.now();
+                futures::future::ready(Ok(cache.entry_of(&item, now)))
+            })
+            .boxed()
+    }
+
+    /// Every cache key.
+    pub async fn keys(&self) -> Result<Vec<String>> {
+        self.entries().map_ok(|e| e.key).try_collect().await
+    }
+
+    /// The distinct URLs of stored responses, sorted.
+    pub async fn urls(&self) -> Result<Vec<String>> {
+        let mut urls: Vec<String> = self.entries().map_ok(|e| e.url).try_collect().await?;
+        urls.sort();
+        urls.dedup();
+        Ok(urls)
+    }
+
+    /// The exact number of stored responses (expired ones included), counted to the last page.
+    pub async fn response_count(&self) -> Result<u64> {
+        let only_responses = crate::table::Expr::new("#kind = :response")
+            .name("#kind", document::KIND)
+            .value(":response", item::s(document::KIND_RESPONSE));
+        self.table()
+            .count(&[format!("{}:", self.namespace())], Some(only_responses))
+            .await
+    }
+
+    /// Whether a response is stored under this key.
+    pub async fn contains_key(&self, key: &str) -> Result<bool> {
+        self.inner.store.has(key).await
+    }
+
+    /// Whether a response to `GET url` is stored.
+    pub async fn contains_url(&self, url: &str) -> Result<bool> {
+        match self.get_request(url) {
+            Some(req) => self.contains_request(&req).await,
+            None => Ok(false),
+        }
+    }
+
+    /// Whether a response to this request is stored.
+    pub async fn contains_request(&self, request: &Request) -> Result<bool> {
+        match self.key_for(request) {
+            Some(key) => self.contains_key(&key).await,
+            None => Ok(false),
+        }
+    }
+
+    fn get_request(&self, url: &str) -> Option<Request> {
+        Some(Request::new(Method::GET, url::Url::parse(url).ok()?))
+    }
+
+    /// Deletes responses by key (with their `Vary` variants' index, if any). Returns how many
+    /// were there.
+    pub async fn delete_keys<S: AsRef<str>>(
+        &self,
+        keys: impl IntoIterator<Item = S>,
+    ) -> Result<u64> {
+        let store = &self.inner.store;
+        let keys: Vec<String> = keys.into_iter().map(|k| k.as_ref().to_owned()).collect();
+        let deleted: Vec<bool> = futures::stream::iter(keys)
+            .map(|k| async move { store.delete(k.as_bytes()).await })
+            .buffer_unordered(16)
+            .try_collect()
+            .await?;
+        Ok(deleted.into_iter().filter(|d| *d).count() as u64)
+    }
+
+    /// Deletes the responses to `GET url` for each URL.
+    pub async fn delete_urls<S: AsRef<str>>(
+        &self,
+        urls: impl IntoIterator<Item = S>,
+    ) -> Result<u64> {
+        let keys: Vec<String> = urls
+            .into_iter()
+            .filter_map(|u| self.get_request(u.as_ref()))
+            .filter_map(|r| self.key_for(&r))
+            .collect();
+        self.delete_keys(keys).await
+    }
+
+    /// Deletes the responses to these requests.
+    pub async fn delete_requests<'a>(
+        &self,
+        requests: impl IntoIterator<Item = &'a Request>,
+    ) -> Result<u64> {
+        let keys: Vec<String> = requests
+            .into_iter()
+            .filter_map(|r| self.key_for(r))
+            .collect();
+        self.delete_keys(keys).await
+    }
+
+    /// Deletes every expired response. Returns how many.
+    pub async fn delete_expired(&self) -> Result<u64> {
+        let keys: Vec<String> = self
+            .entries()
+            .try_filter(|e| futures::future::ready(e.is_expired))
+            .map_ok(|e| e.key)
+            .try_collect()
+            .await?;
+        self.delete_keys(keys).await
+    }
+
+    /// Deletes responses fetched longer ago than `age`. Returns how many.
+    pub async fn delete_older_than(&self, age: Duration) -> Result<u64> {
+        let cutoff = millis_to_system_time(self.inner.store.now()) - age;
+        let keys: Vec<String> = self
+            .entries()
+            .try_filter(|e| futures::future::ready(e.created_at < cutoff))
+            .map_ok(|e| e.key)
+            .try_collect()
+            .await?;
+        self.delete_keys(keys).await
+    }
+
+    /// Sets a new expiry, counted from now, on every stored response (an UpdateItem each; the
+    /// bodies are not rewritten). Returns how many were updated.
+    pub async fn reset_expiration(&self, expire_after: ExpireAfter) -> Result<u64> {
+        let now = self.inner.store.now();
+        let expires = match expire_after {
+            ExpireAfter::Never => None,
+            ExpireAfter::DoNotCache | ExpireAfter::Immediately => Some(now),
+            ExpireAfter::After(d) => Some(now + d.as_millis() as i64),
+            ExpireAfter::At(t) => Some(crate::clock::system_time_millis(t)),
+        };
+        let keys = self.keys().await?;
+        let store = &self.inner.store;
+        let table = self.table().clone();
+        let updated: Vec<()> = futures::stream::iter(keys)
+            .map(|k| {
+                let table = table.clone();
+                async move {
+                    let stored = store.key(k.as_bytes())?;
+                    let update = document::expiry_update(
+                        expires,
+                        expires.map(|e| store.ttl_seconds(e)),
+                        table.ttl_attribute(),
+                        None,
+                    );
+                    table
+                        .update_item(&stored.pk, update, Some(document::EXISTS))
+                        .await
+                        .map(|_| ())
+                }
+            })
+            .buffer_unordered(16)
+            .try_collect()
+            .await?;
+        Ok(updated.len() as u64)
+    }
+
+    /// Deletes every item of this cache. Returns how many items were deleted.
+    pub async fn clear(&self) -> Result<u64> {
+        self.inner.store.clear().await
+    }
+}

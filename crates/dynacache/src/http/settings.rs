@@ -1,0 +1,261 @@
+//! What the HTTP cache stores, for how long, and when it revalidates.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use globset::{Glob, GlobMatcher};
+use http::{HeaderName, Method};
+
+use crate::error::{Error, Result};
+
+/// How long a response stays fresh.
+///
+/// ```
+/// use std::time::Duration;
+/// use dynacache::http::ExpireAfter;
+///
+/// let ten_minutes = ExpireAfter::After(Duration::from_secs(600));
+/// assert_ne!(ten_minutes, ExpireAfter::Never);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ExpireAfter {
+    /// Fresh forever.
+    Never,
+    /// Neither read from nor written to the cache.
+    DoNotCache,
+    /// Stored, but stale at once: revalidated with the origin on every use. Stored only when the
+    /// response has a validator (`ETag` or `Last-Modified`), as it is useless otherwise.
+    Immediately,
+    /// Fresh for this long after it is fetched.
+    After(Duration),
+    /// Fresh until this instant.
+    At(SystemTime),
+}
+
+impl From<Duration> for ExpireAfter {
+    fn from(d: Duration) -> Self {
+        ExpireAfter::After(d)
+    }
+}
+
+/// For how long a stale response may still be served (`stale_if_error`,
+/// `stale_while_revalidate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum StaleWindow {
+    /// Never.
+    #[default]
+    Off,
+    /// However stale it is.
+    Always,
+    /// Up to this long after it expired.
+    Max(Duration),
+}
+
+impl StaleWindow {
+    pub(crate) fn allows(self, stale_for: Duration) -> bool {
+        match self {
+            StaleWindow::Off => false,
+            StaleWindow::Always => true,
+            StaleWindow::Max(max) => stale_for <= max,
+        }
+    }
+
+    pub(crate) fn max(a: Self, b: Self) -> Self {
+        match (a, b) {
+            (StaleWindow::Always, _) | (_, StaleWindow::Always) => StaleWindow::Always,
+            (StaleWindow::Max(x), StaleWindow::Max(y)) => StaleWindow::Max(x.max(y)),
+            (StaleWindow::Max(x), StaleWindow::Off) | (StaleWindow::Off, StaleWindow::Max(x)) => {
+                StaleWindow::Max(x)
+            }
+            (StaleWindow::Off, StaleWindow::Off) => StaleWindow::Off,
+        }
+    }
+}
+
+/// Which request headers are part of the cache key (besides those a response's `Vary` names,
+/// which always are).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum MatchHeaders {
+    /// None.
+    #[default]
+    None,
+    /// Every request header (except ignored ones).
+    All,
+    /// These headers.
+    Only(Vec<HeaderName>),
+}
+
+/// A URL pattern of `urls_expire_after`: a glob matched against the URL without its scheme
+/// (`api.example.com/users/*`; a trailing `**` is implied), or a regular expression... only
+/// globs are supported.
+#[derive(Clone)]
+pub(crate) struct UrlPattern {
+    text: String,
+    matcher: GlobMatcher,
+}
+
+impl fmt::Debug for UrlPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl UrlPattern {
+    pub(crate) fn new(pattern: &str) -> Result<Self> {
+        let base = pattern.trim_end_matches('*');
+        let glob = format!("{base}**");
+        let matcher = Glob::new(&glob)
+            .map_err(|e| Error::config(format!("bad URL pattern {pattern:?}: {e}")))?
+            .compile_matcher();
+        Ok(UrlPattern {
+            text: pattern.to_owned(),
+            matcher,
+        })
+    }
+
+    pub(crate) fn matches(&self, url: &url::Url) -> bool {
+        let s = url.as_str();
+        let without_scheme = s.split_once("://").map_or(s, |(_, rest)| rest);
+        self.matcher.is_match(without_scheme)
+    }
+}
+
+/// A predicate on responses: `false` means "do not cache this one" (and, for a response read
+/// from the cache, "delete it").
+pub type FilterFn = Arc<dyn Fn(&http::response::Parts) -> bool + Send + Sync>;
+
+/// A custom cache key: given the request and the key dynacache would use, returns the key to use.
+pub type KeyFn = Arc<dyn Fn(&reqwest::Request, &str) -> String + Send + Sync>;
+
+/// The default `ignored_parameters`: credentials that must never be part of a key or be stored.
+pub const DEFAULT_IGNORED_PARAMETERS: &[&str] = &[
+    "Authorization",
+    "Proxy-Authorization",
+    "Cookie",
+    "X-API-Key",
+    "X-Auth-Token",
+    "X-API-Token",
+    "X-Access-Token",
+    "access_token",
+    "api_key",
+    "apikey",
+];
+
+/// The settings of an HTTP cache (see [`HttpCacheBuilder`](super::HttpCacheBuilder)).
+#[derive(Clone)]
+pub(crate) struct Settings {
+    pub(crate) expire_after: ExpireAfter,
+    pub(crate) urls_expire_after: Vec<(UrlPattern, ExpireAfter)>,
+    pub(crate) cache_control: bool,
+    pub(crate) shared: bool,
+    pub(crate) allowed_codes: Vec<u16>,
+    pub(crate) allowed_methods: Vec<Method>,
+    pub(crate) match_headers: MatchHeaders,
+    pub(crate) ignored_parameters: Vec<String>,
+    pub(crate) filter_fn: Option<FilterFn>,
+    pub(crate) key_fn: Option<KeyFn>,
+    pub(crate) always_revalidate: bool,
+    pub(crate) stale_if_error: StaleWindow,
+    pub(crate) stale_while_revalidate: StaleWindow,
+    pub(crate) only_if_cached: bool,
+    pub(crate) read_only: bool,
+    pub(crate) max_body_size: usize,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("expire_after", &self.expire_after)
+            .field("urls_expire_after", &self.urls_expire_after)
+            .field("cache_control", &self.cache_control)
+            .field("shared", &self.shared)
+            .field("allowed_codes", &self.allowed_codes)
+            .field("allowed_methods", &self.allowed_methods)
+            .field("match_headers", &self.match_headers)
+            .field("ignored_parameters", &self.ignored_parameters)
+            .field("always_revalidate", &self.always_revalidate)
+            .field("stale_if_error", &self.stale_if_error)
+            .field("stale_while_revalidate", &self.stale_while_revalidate)
+            .field("only_if_cached", &self.only_if_cached)
+            .field("read_only", &self.read_only)
+            .field("max_body_size", &self.max_body_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            expire_after: ExpireAfter::Never,
+            urls_expire_after: Vec::new(),
+            cache_control: true,
+            shared: false,
+            allowed_codes: vec![200],
+            allowed_methods: vec![Method::GET, Method::HEAD],
+            match_headers: MatchHeaders::None,
+            ignored_parameters: DEFAULT_IGNORED_PARAMETERS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            filter_fn: None,
+            key_fn: None,
+            always_revalidate: false,
+            stale_if_error: StaleWindow::Off,
+            stale_while_revalidate: StaleWindow::Off,
+            only_if_cached: false,
+            read_only: false,
+            max_body_size: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl Settings {
+    pub(crate) fn is_ignored(&self, name: &str) -> bool {
+        self.ignored_parameters
+            .iter()
+            .any(|p| p.eq_ignore_ascii_case(name))
+    }
+
+    /// The expiry configured for a URL: the first matching `urls_expire_after`, else
+    /// `expire_after`.
+    pub(crate) fn expire_after_for(&self, url: &url::Url) -> ExpireAfter {
+        self.urls_expire_after
+            .iter()
+            .find(|(p, _)| p.matches(url))
+            .map_or(self.expire_after, |(_, e)| *e)
+    }
+}
+
+/// Per-request settings, given to [`CachedClient::execute_with`](super::CachedClient) or, with
+/// reqwest-middleware, as a request extension (`.with_extension(RequestOptions { .. })`).
+///
+/// ```
+/// use std::time::Duration;
+/// use dynacache::http::{ExpireAfter, RequestOptions};
+///
+/// let opts = RequestOptions {
+///     expire_after: Some(ExpireAfter::After(Duration::from_secs(5))),
+///     refresh: true,
+///     ..Default::default()
+/// };
+/// assert!(!opts.force_refresh);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RequestOptions {
+    /// Overrides the expiry for this request's response.
+    pub expire_after: Option<ExpireAfter>,
+    /// Revalidate with the origin even if the cached response is fresh (a conditional request
+    /// when the response has validators).
+    pub refresh: bool,
+    /// Ignore the cached response: fetch unconditionally, and store the result.
+    pub force_refresh: bool,
+    /// Answer from the cache only: `504 Gateway Timeout` when nothing usable is cached.
+    pub only_if_cached: bool,
+    /// Bypass the cache entirely for this request.
+    pub disable_cache: bool,
+}
