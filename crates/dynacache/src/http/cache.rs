@@ -53,6 +53,8 @@ pub trait CacheFactsExt {
     /// The cache facts (all false when the response did not go through a cache).
     fn cache_facts(&self) -> CacheFacts;
     /// Whether the response was served from the cache.
+    // The name requests-cache and aiohttp-client-cache users know.
+    #[allow(clippy::wrong_self_convention)]
     fn from_cache(&self) -> bool {
         self.cache_facts().from_cache
     }
@@ -744,7 +746,12 @@ impl HttpCache {
             return from_setting(expire_after);
         }
         let mut req_parts = http::Request::new(());
-        *req_parts.method_mut() = req.method().clone();
+        // RFC 9111 stores POST responses only with explicit freshness; a user who put POST in
+        // `allowed_methods` asked for them to be cached, so they are judged like GETs.
+        *req_parts.method_mut() = match *req.method() {
+            Method::HEAD => Method::HEAD,
+            _ => Method::GET,
+        };
         *req_parts.uri_mut() = req.url().as_str().parse().unwrap_or_default();
         *req_parts.headers_mut() = req.headers().clone();
         let (req_parts, _) = req_parts.into_parts();

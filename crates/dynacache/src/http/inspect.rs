@@ -149,7 +149,10 @@ impl HttpCache {
         let store = &self.inner.store;
         let keys: Vec<String> = keys.into_iter().map(|k| k.as_ref().to_owned()).collect();
         let deleted: Vec<bool> = futures::stream::iter(keys)
-            .map(|k| async move { store.delete(k.as_bytes()).await })
+            .map(|k| async move {
+                let key = store.key(k.as_bytes())?;
+                Ok::<bool, crate::Error>(store.remove(&key).await?.is_some())
+            })
             .buffer_unordered(16)
             .try_collect()
             .await?;

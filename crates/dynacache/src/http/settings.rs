@@ -245,7 +245,6 @@ impl Settings {
 /// assert!(!opts.force_refresh);
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct RequestOptions {
     /// Overrides the expiry for this request's response.
     pub expire_after: Option<ExpireAfter>,

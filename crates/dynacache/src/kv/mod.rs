@@ -572,13 +572,20 @@ impl Cache {
     /// Removes the value under `key`. Returns whether a live value was there.
     pub async fn delete(&self, key: impl AsRef<[u8]>) -> Result<bool> {
         let key = self.key(key.as_ref())?;
+        Ok(self
+            .remove(&key)
+            .await?
+            .is_some_and(|old| self.is_live(&key, &old)))
+    }
+
+    /// Deletes an entry (and its chunks), live or expired; returns the item that was there.
+    pub(crate) async fn remove(&self, key: &StoredKey) -> Result<Option<Item>> {
         match self.inner.table.delete_item(&key.pk, None, true).await? {
             Put::Written { old: Some(old) } => {
-                let live = self.is_live(&key, &old);
                 self.remove_chunks_of(&old).await;
-                Ok(live)
+                Ok(Some(old))
             }
-            _ => Ok(false),
+            _ => Ok(None),
         }
     }
 

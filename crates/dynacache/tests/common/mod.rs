@@ -2,6 +2,8 @@
 //! DynamoDB Local (started by `scripts/test`, which sets `DYNACACHE_TEST_DYNAMODB_LOCAL`).
 #![allow(dead_code)]
 
+pub mod origin;
+
 use dynacache::{Table, TableBuilder};
 
 /// Which engine a test runs on.

@@ -1,0 +1,213 @@
+//! A test origin on 127.0.0.1: counts requests per path and scripts caching headers, validators,
+//! Vary, redirects, errors and delays.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use axum::routing::any;
+
+#[derive(Clone, Default)]
+pub struct Origin {
+    counts: Arc<Mutex<HashMap<String, usize>>>,
+    /// When set, every route answers 500.
+    pub failing: Arc<AtomicBool>,
+    /// When set, validators in requests are ignored (the resource "changed").
+    pub changed: Arc<AtomicBool>,
+    pub base: String,
+}
+
+impl Origin {
+    pub async fn start() -> Origin {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut origin = Origin {
+            base: format!("http://{}", listener.local_addr().unwrap()),
+            ..Default::default()
+        };
+        let app = Router::new()
+            .route("/{*path}", any(handle))
+            .with_state(origin.clone());
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        origin.base = origin.base.clone();
+        origin
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// How many requests reached `path` (without the query).
+    pub fn count(&self, path: &str) -> usize {
+        *self.counts.lock().unwrap().get(path).unwrap_or(&0)
+    }
+
+    pub fn fail(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+}
+
+fn response(status: StatusCode, headers: &[(&str, String)], body: impl Into<Body>) -> Response {
+    let mut b = Response::builder().status(status);
+    for (k, v) in headers {
+        b = b.header(*k, v);
+    }
+    b.body(body.into()).unwrap()
+}
+
+async fn handle(
+    State(origin): State<Origin>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let path = format!("/{path}");
+    *origin
+        .counts
+        .lock()
+        .unwrap()
+        .entry(path.clone())
+        .or_default() += 1;
+    if origin.failing.load(Ordering::SeqCst) {
+        return response(StatusCode::INTERNAL_SERVER_ERROR, &[], "origin down");
+    }
+    let changed = origin.changed.load(Ordering::SeqCst);
+    let json = || ("content-type", "application/json".to_owned());
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["json"] => response(
+            StatusCode::OK,
+            &[json()],
+            r#"{"id": 1, "price": 12.5, "tags": ["a", "b"]}"#,
+        ),
+        ["max-age", n] => response(
+            StatusCode::OK,
+            &[json(), ("cache-control", format!("max-age={n}"))],
+            format!(r#"{{"max_age": {n}}}"#),
+        ),
+        ["no-store"] => response(
+            StatusCode::OK,
+            &[("cache-control", "no-store".into())],
+            "secret",
+        ),
+        ["private"] => response(
+            StatusCode::OK,
+            &[("cache-control", "private, max-age=60".into())],
+            "mine",
+        ),
+        ["immutable"] => response(
+            StatusCode::OK,
+            &[("cache-control", "max-age=1, immutable".into())],
+            "forever",
+        ),
+        ["etag"] => {
+            let version = if changed { "\"v2\"" } else { "\"v1\"" };
+            if !changed
+                && headers
+                    .get(header::IF_NONE_MATCH)
+                    .is_some_and(|v| v.as_bytes() == b"\"v1\"")
+            {
+                return response(
+                    StatusCode::NOT_MODIFIED,
+                    &[
+                        ("etag", version.into()),
+                        ("cache-control", "max-age=60".into()),
+                        ("x-revalidated", "yes".into()),
+                    ],
+                    "",
+                );
+            }
+            response(
+                StatusCode::OK,
+                &[
+                    json(),
+                    ("etag", version.into()),
+                    ("cache-control", "max-age=60".into()),
+                ],
+                format!(r#"{{"version": {version}}}"#),
+            )
+        }
+        ["last-modified"] => {
+            let lm = "Wed, 21 Oct 2015 07:28:00 GMT";
+            if headers
+                .get(header::IF_MODIFIED_SINCE)
+                .is_some_and(|v| v.as_bytes() == lm.as_bytes())
+            {
+                return response(StatusCode::NOT_MODIFIED, &[], "");
+            }
+            response(
+                StatusCode::OK,
+                &[
+                    ("last-modified", lm.into()),
+                    ("cache-control", "no-cache".into()),
+                ],
+                "dated",
+            )
+        }
+        ["vary"] => {
+            let lang = headers
+                .get(header::ACCEPT_LANGUAGE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("none")
+                .to_owned();
+            response(
+                StatusCode::OK,
+                &[
+                    ("vary", "Accept-Language".into()),
+                    ("content-type", "text/plain".into()),
+                ],
+                format!("hello in {lang}"),
+            )
+        }
+        ["vary-star"] => response(StatusCode::OK, &[("vary", "*".into())], "never"),
+        ["status", code] => {
+            let code: u16 = code.parse().unwrap();
+            response(
+                StatusCode::from_u16(code).unwrap(),
+                &[],
+                format!("status {code}"),
+            )
+        }
+        ["slow"] => {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            response(StatusCode::OK, &[], "slow")
+        }
+        ["large", n] => {
+            let n: usize = n.parse().unwrap();
+            let body: Vec<u8> = (0..n).map(|i| (i * 31 % 251) as u8).collect();
+            response(
+                StatusCode::OK,
+                &[("content-type", "application/octet-stream".into())],
+                body,
+            )
+        }
+        ["binary"] => response(
+            StatusCode::OK,
+            &[("content-type", "application/octet-stream".into())],
+            vec![0u8, 0xff, 0xfe, 0x80, 10, 13],
+        ),
+        ["latin1-header"] => {
+            let mut r = response(StatusCode::OK, &[], "ok");
+            r.headers_mut().insert(
+                "x-latin1",
+                axum::http::HeaderValue::from_bytes(b"caf\xe9").unwrap(),
+            );
+            r
+        }
+        ["redirect"] => response(StatusCode::FOUND, &[("location", "/json".into())], ""),
+        ["echo"] => response(StatusCode::OK, &[], body),
+        ["headers"] => {
+            let mut names: Vec<String> = headers.keys().map(|k| k.to_string()).collect();
+            names.sort();
+            response(StatusCode::OK, &[], names.join(","))
+        }
+        _ => response(StatusCode::NOT_FOUND, &[], "not found"),
+    }
+}
