@@ -35,6 +35,9 @@ conformance!(
     inspection_and_maintenance_stay_in_the_namespace,
     redirects_are_cached_under_the_requested_url,
     head_requests_are_cached_separately,
+    huge_header_sets_are_stored_and_served,
+    truncated_bodies_are_errors_and_never_cached,
+    signed_responses_that_fail_verification_are_never_served,
 );
 
 mod suite {
@@ -741,6 +744,120 @@ mod suite {
             "the final URL is kept"
         );
         assert_eq!(e.origin.count("/redirect"), 1);
+    }
+
+    pub async fn huge_header_sets_are_stored_and_served(table: Table) {
+        let e = env(table, |b| b).await;
+        e.get("/huge-headers").await;
+        let res = e
+            .client
+            .get(e.origin.url("/huge-headers"))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            res.from_cache(),
+            "320 KB of headers and a 150 KB body fit (the body is chunked)"
+        );
+        assert_eq!(res.headers()["x-big-79"].len(), 4000);
+        assert_eq!(res.bytes().await.unwrap().len(), 150_000);
+    }
+
+    pub async fn truncated_bodies_are_errors_and_never_cached(table: Table) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/truncated", listener.local_addr().unwrap());
+        let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = served.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly ten..")
+                    .await;
+                // Closing here leaves 90 promised bytes unsent.
+            }
+        });
+        let e = env(table, |b| b).await;
+        for _ in 0..2 {
+            let res = e.client.get(&url).send().await.unwrap();
+            assert!(!res.from_cache());
+            assert!(
+                res.bytes().await.is_err(),
+                "the truncation reaches the caller as an error"
+            );
+        }
+        assert_eq!(
+            served.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "never cached"
+        );
+        assert_eq!(e.client.cache().response_count().await.unwrap(), 0);
+    }
+
+    pub async fn signed_responses_that_fail_verification_are_never_served(table: Table) {
+        let origin = Origin::start().await;
+        let clock = ManualClock::new();
+        let client = |keys: &[&str]| {
+            let cache = HttpCache::builder()
+                .clock(clock.clone())
+                .secret_keys(keys.iter().copied())
+                .build(table.clone())
+                .unwrap();
+            CachedClient::new(reqwest::Client::new(), cache)
+        };
+        let get = |c: &CachedClient, path: &str| {
+            let req = c.get(origin.url(path));
+            async move {
+                let res = req.send().await.unwrap();
+                let facts = res.cache_facts();
+                (facts, res.text().await.unwrap())
+            }
+        };
+        let old = client(&["old-key"]);
+        let (facts, _) = get(&old, "/json").await;
+        let key = facts.cache_key.unwrap();
+        assert!(get(&old, "/json").await.0.from_cache);
+        // Rotation: the new key signs, the old one still verifies.
+        let rotated = client(&["new-key", "old-key"]);
+        assert!(get(&rotated, "/json").await.0.from_cache);
+        let new_only = client(&["new-key"]);
+        assert!(
+            !get(&new_only, "/json").await.0.from_cache,
+            "signed by a retired key"
+        );
+        assert_eq!(new_only.cache().stats().verification_failures, 1);
+        // The refetch was signed with the new key.
+        assert!(get(&new_only, "/json").await.0.from_cache);
+        // Tampering with the stored body makes it a miss, never served.
+        let pk = AttributeValue::S(format!("http:{key}"));
+        table
+            .client()
+            .update_item()
+            .table_name(table.name())
+            .key(table.key_attribute(), pk)
+            .update_expression("SET body = :b")
+            // Same length, so only the signature can tell.
+            .expression_attribute_values(
+                ":b",
+                AttributeValue::S(r#"{"id": 1, "price": 99.9, "tags": ["a", "b"]}"#.into()),
+            )
+            .send()
+            .await
+            .unwrap();
+        let (facts, body) = get(&new_only, "/json").await;
+        assert!(!facts.from_cache && body.contains("12.5"), "{body}");
+        // A 304 revalidation re-signs the updated headers.
+        get(&new_only, "/etag").await;
+        clock.advance(Duration::from_secs(61));
+        assert!(get(&new_only, "/etag").await.0.revalidated);
+        assert!(
+            get(&new_only, "/etag").await.0.from_cache,
+            "still verifies after the update"
+        );
+        assert_eq!(new_only.cache().stats().verification_failures, 2);
     }
 
     pub async fn head_requests_are_cached_separately(table: Table) {

@@ -88,6 +88,8 @@ pub struct CacheStats {
     pub coalesced: u64,
     /// Storage failures (the request went on without the cache).
     pub storage_errors: u64,
+    /// Stored responses that failed signature verification (not served).
+    pub verification_failures: u64,
 }
 
 #[derive(Debug, Default)]
@@ -99,6 +101,7 @@ struct Counters {
     stored: AtomicU64,
     coalesced: AtomicU64,
     storage_errors: AtomicU64,
+    verification_failures: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -139,6 +142,7 @@ pub struct HttpCacheBuilder {
     clock: Option<Arc<dyn Clock>>,
     ttl_grace: Option<Duration>,
     refresher: Option<reqwest::Client>,
+    secret_keys: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for HttpCacheBuilder {
@@ -298,8 +302,20 @@ impl HttpCacheBuilder {
         self
     }
 
+    /// Signs every stored response with HMAC-SHA256 and serves only responses whose signature
+    /// verifies; others are misses (logged and counted, never served). The first key signs;
+    /// every key verifies, so keys can be rotated: put the new key first, keep the old one
+    /// until the responses it signed have expired.
+    pub fn secret_keys<K: AsRef<[u8]>>(mut self, keys: impl IntoIterator<Item = K>) -> Self {
+        self.secret_keys = keys.into_iter().map(|k| k.as_ref().to_vec()).collect();
+        self
+    }
+
     /// Builds the cache on a table.
     pub fn build(self, table: Table) -> Result<HttpCache> {
+        if self.secret_keys.iter().any(Vec::is_empty) {
+            return Err(crate::Error::config("a secret key must not be empty"));
+        }
         let grace = match StaleWindow::max(
             self.settings.stale_if_error,
             self.settings.stale_while_revalidate,
@@ -325,6 +341,7 @@ impl HttpCacheBuilder {
                 counters: Counters::default(),
                 in_flight: Mutex::new(HashMap::new()),
                 refreshing: Mutex::new(HashSet::new()),
+                secret_keys: self.secret_keys,
                 refresher: {
                     let cell = std::sync::OnceLock::new();
                     if let Some(client) = self.refresher {
@@ -372,6 +389,15 @@ pub(super) struct Inner {
     in_flight: Mutex<HashMap<String, broadcast::Sender<Arc<Buffered>>>>,
     refreshing: Mutex<HashSet<String>>,
     refresher: std::sync::OnceLock<reqwest::Client>,
+    secret_keys: Vec<Vec<u8>>,
+}
+
+fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
+    use hmac::{KeyInit, Mac};
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key)
+        .expect("HMAC takes keys of any length");
+    mac.update(data);
+    mac.finalize().into_bytes().to_vec()
 }
 
 /// A cached response found for a request.
@@ -484,6 +510,7 @@ impl HttpCache {
             stored: l(&c.stored),
             coalesced: l(&c.coalesced),
             storage_errors: l(&c.storage_errors),
+            verification_failures: l(&c.verification_failures),
         }
     }
 
@@ -699,6 +726,21 @@ impl HttpCache {
         };
         let chunked = item.contains_key(crate::table::item::CHUNK_VERSION);
         let doc = document::from_item(&key, &item, payload, self.inner.settings.max_body_size)?;
+        if !self.inner.secret_keys.is_empty() {
+            let signature = crate::table::item::get_b(&item, document::SIGNATURE);
+            let input = document::signing_input(&doc);
+            let verified = signature.is_some_and(|sig| {
+                self.inner
+                    .secret_keys
+                    .iter()
+                    .any(|k| constant_time_eq(&hmac(k, &input), sig))
+            });
+            if !verified {
+                bump(&self.inner.counters.verification_failures);
+                tracing::warn!(key = %key, "dynacache: a stored response failed signature verification; not served");
+                return Ok(None);
+            }
+        }
         if let Some(filter) = &self.inner.settings.filter_fn
             && !filter(&doc.response_parts())
         {
@@ -908,7 +950,13 @@ impl HttpCache {
                 .write_entry(&store.key(base.as_bytes())?, index, None, index_stamp, None)
                 .await?;
         }
-        let (attrs, payload) = document::to_attributes(doc, Some(1024));
+        let (mut attrs, payload) = document::to_attributes(doc, Some(1024));
+        if let Some(signature) = self.sign(doc) {
+            attrs.insert(
+                document::SIGNATURE.to_owned(),
+                crate::table::item::b(signature),
+            );
+        }
         store
             .write_entry(&store.key(key.as_bytes())?, attrs, payload, stamp, None)
             .await?;
@@ -954,16 +1002,27 @@ impl HttpCache {
         }
     }
 
+    fn sign(&self, doc: &StoredResponse) -> Option<Vec<u8>> {
+        let key = self.inner.secret_keys.first()?;
+        Some(hmac(key, &document::signing_input(doc)))
+    }
+
     async fn update_metadata(&self, key: &str, doc: &StoredResponse) -> Result<()> {
         let store = &self.inner.store;
         let stored = store.key(key.as_bytes())?;
         let ttl = doc.expires_ms.map(|e| store.ttl_seconds(e));
-        let update = document::expiry_update(
+        let mut update = document::expiry_update(
             doc.expires_ms,
             ttl,
             store.table().ttl_attribute(),
             Some(&doc.headers),
         );
+        if let Some(signature) = self.sign(doc) {
+            update.text = update.text.replacen("SET ", "SET #sig = :sig, ", 1);
+            update = update
+                .name("#sig", document::SIGNATURE)
+                .value(":sig", crate::table::item::b(signature));
+        }
         store
             .table()
             .update_item(&stored.pk, update, Some(document::EXISTS))
@@ -1050,6 +1109,10 @@ impl HttpCache {
         };
         buffered_response(&buffered, facts)
     }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A copy of a request without its body (for storage decisions after the body was sent).

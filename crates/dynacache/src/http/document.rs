@@ -33,6 +33,7 @@ const CREATED: &str = "created";
 const EXPIRES_TEXT: &str = "expires";
 const BODY: &str = "body";
 const BODY_SIZE: &str = "size";
+pub(crate) const SIGNATURE: &str = "sig";
 pub(crate) const VARY: &str = "vary";
 
 /// Bodies up to this size that are UTF-8 text are stored as a readable string.
@@ -58,6 +59,35 @@ impl StoredResponse {
         *res.headers_mut() = self.headers.clone();
         res.into_parts().0
     }
+}
+
+/// The bytes a signature covers: everything served from the item except the expiry (which
+/// maintenance calls update without reading the body).
+pub(crate) fn signing_input(doc: &StoredResponse) -> Vec<u8> {
+    let mut out = Vec::with_capacity(doc.body.len() + 512);
+    let mut part = |bytes: &[u8]| {
+        out.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+        out.extend_from_slice(bytes);
+    };
+    part(b"dynacache-http-signature-v1");
+    part(doc.status.as_str().as_bytes());
+    part(doc.method.as_bytes());
+    part(doc.url.as_bytes());
+    part(&doc.created_ms.to_be_bytes());
+    for headers in [&doc.headers, &doc.request_headers] {
+        let mut pairs: Vec<(&str, &[u8])> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes()))
+            .collect();
+        pairs.sort();
+        part(&(pairs.len() as u64).to_be_bytes());
+        for (n, v) in pairs {
+            part(n.as_bytes());
+            part(v);
+        }
+    }
+    part(&doc.body);
+    out
 }
 
 /// Request headers with secrets removed, for storage.

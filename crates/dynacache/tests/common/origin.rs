@@ -201,6 +201,16 @@ async fn handle(
             );
             r
         }
+        ["huge-headers"] => {
+            let mut r = response(StatusCode::OK, &[], vec![7u8; 150_000]);
+            for i in 0..80 {
+                r.headers_mut().insert(
+                    axum::http::HeaderName::from_bytes(format!("x-big-{i}").as_bytes()).unwrap(),
+                    axum::http::HeaderValue::from_str(&"h".repeat(4000)).unwrap(),
+                );
+            }
+            r
+        }
         ["redirect"] => response(StatusCode::FOUND, &[("location", "/json".into())], ""),
         ["echo"] => response(StatusCode::OK, &[], body),
         ["headers"] => {
