@@ -711,9 +711,19 @@ impl HttpCache {
 
     /// Finds the cached response for a request (following a `Vary` index to its variant).
     async fn lookup(&self, base: &str, headers: &HeaderMap) -> Result<Option<Found>> {
-        let Some((item, payload)) = self.read(base).await? else {
+        let Some((mut item, mut payload)) = self.read(base).await? else {
             return Ok(None);
         };
+        let mut base = base.to_owned();
+        // A redirect alias (this URL was the target of a redirect another request followed):
+        // follow it once.
+        if let Some(target) = document::redirect_target(&item) {
+            match self.read(&target).await? {
+                Some((i, p)) => (item, payload, base) = (i, p, target),
+                None => return Ok(None),
+            }
+        }
+        let base = base.as_str();
         let (key, item, payload) = match document::vary_names(&item) {
             None => (base.to_owned(), item, payload),
             Some(names) => {
@@ -920,12 +930,52 @@ impl HttpCache {
             Ok(()) => {
                 bump(&self.inner.counters.stored);
                 facts.cache_key = Some(key);
+                if let Err(e) = self
+                    .write_redirect_alias(base, req, &buffered.url, expires)
+                    .await
+                {
+                    self.storage_error("storing a redirect alias", &e);
+                }
             }
             Err(e) => self.storage_error("storing a response", &e),
         }
         let mut response = buffered_response(&buffered, facts);
         response.extensions_mut().insert(buffered);
         response
+    }
+
+    /// When a GET was redirected, stores an alias under the final URL's key pointing to the
+    /// response stored for the requested URL, so that every process sharing the table gets a
+    /// hit for the final URL too.
+    async fn write_redirect_alias(
+        &self,
+        base: &str,
+        req: &Request,
+        final_url: &url::Url,
+        expires: Option<i64>,
+    ) -> Result<()> {
+        let settings = &self.inner.settings;
+        if req.method() != Method::GET
+            || super::key::normalize_url(final_url, settings)
+                == super::key::normalize_url(req.url(), settings)
+        {
+            return Ok(());
+        }
+        let mut alias_request = Request::new(Method::GET, final_url.clone());
+        *alias_request.headers_mut() = req.headers().clone();
+        let Some(alias) = self.key_for(&alias_request) else {
+            return Ok(());
+        };
+        let store = &self.inner.store;
+        let attrs = document::redirect_attributes(base, &document::redact_url(final_url, settings));
+        let stamp = Stamp {
+            now: self.now(),
+            expires,
+        };
+        store
+            .write_entry(&store.key(alias.as_bytes())?, attrs, None, stamp, None)
+            .await
+            .map(|_| ())
     }
 
     async fn write(

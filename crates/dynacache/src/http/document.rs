@@ -24,6 +24,8 @@ use crate::table::item::{self, Item, b, get_i64, get_s, n, s};
 pub(crate) const KIND: &str = "kind";
 pub(crate) const KIND_RESPONSE: &str = "response";
 pub(crate) const KIND_VARY: &str = "vary";
+pub(crate) const KIND_REDIRECT: &str = "redirect";
+const TARGET: &str = "target";
 const STATUS: &str = "status";
 const URL: &str = "url";
 const METHOD: &str = "method";
@@ -328,4 +330,21 @@ pub(crate) fn vary_names(item: &Item) -> Option<Vec<String>> {
             .map(|l| l.iter().filter_map(|v| v.as_s().ok().cloned()).collect())
             .unwrap_or_default(),
     )
+}
+
+/// The attributes of a redirect alias: the key of the final URL points to the response stored
+/// for the URL that redirected to it.
+pub(crate) fn redirect_attributes(target: &str, url: &str) -> Item {
+    Item::from([
+        (KIND.to_owned(), s(KIND_REDIRECT)),
+        (URL.to_owned(), s(url)),
+        (TARGET.to_owned(), s(target)),
+    ])
+}
+
+pub(crate) fn redirect_target(item: &Item) -> Option<String> {
+    if get_s(item, KIND) != Some(KIND_REDIRECT) {
+        return None;
+    }
+    get_s(item, TARGET).map(str::to_owned)
 }
