@@ -29,7 +29,7 @@ async fn origin() -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let items: Vec<String> = (0..260)
+    let items: Vec<String> = (0..326)
         .map(|i| {
             format!(
                 r#"{{"id":{i},"name":"item {i:04}","price":{}.25,"tags":["x","y"]}}"#,
