@@ -1,17 +1,114 @@
 //! The `dynacache` command-line tool.
 
+mod connect;
+mod demo;
+mod error;
+mod http_cmds;
+mod kv_cmds;
+mod output;
+mod table_cmds;
+
+use clap::{Parser, Subcommand};
+
+use connect::Connection;
+use output::Output;
+
+/// Inspect and maintain a dynacache table: HTTP responses, key/value entries, and the table
+/// itself, on AWS DynamoDB, DynamoDB Local, or the embedded engine (the default).
+#[derive(Debug, Parser)]
+#[command(
+    name = "dynacache",
+    version,
+    after_help = "Examples:\n  dynacache demo\n  dynacache get https://example.com/ --output page.html\n  dynacache ls --url '*example.com*' --sort size\n  dynacache --endpoint-url http://127.0.0.1:8000 stats\n  dynacache --aws --region eu-west-1 --table prod_cache table validate\n\nExit codes: 0 success, 1 error, 2 bad usage, 3 not found, 4 DynamoDB unreachable or \
+credentials refused, 5 table missing or with the wrong schema, 6 the origin failed."
+)]
+struct Cli {
+    #[command(flatten)]
+    connection: Connection,
+    #[command(flatten)]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show the whole product on a local origin: fetch URLs through the cache twice.
+    #[command(
+        after_help = "Example:\n  dynacache demo\n  dynacache --endpoint-url http://127.0.0.1:8000 demo"
+    )]
+    Demo(demo::DemoArgs),
+    /// Fetch a URL through the cache and print status and cache facts.
+    #[command(after_help = "Example:\n  dynacache get https://example.com/ --output page.html")]
+    Get(http_cmds::GetArgs),
+    /// List cached responses.
+    #[command(
+        after_help = "Example:\n  dynacache ls --url '*api*' --status 200 --sort created\n  dynacache ls --expired --json"
+    )]
+    Ls(http_cmds::LsArgs),
+    /// Show one cached response: metadata, request, headers, body.
+    #[command(
+        after_help = "Example:\n  dynacache show https://example.com/\n  dynacache show 3f2a9c0e5b1d4e7f8a6b2c1d0e9f8a7b"
+    )]
+    Show(http_cmds::ShowArgs),
+    /// Counts, sizes, expired items, chunked items, largest items, storage cost.
+    #[command(after_help = "Example:\n  dynacache stats --json")]
+    Stats,
+    /// Delete cached responses by key or URL.
+    #[command(
+        after_help = "Example:\n  dynacache rm https://example.com/ 3f2a9c0e5b1d4e7f8a6b2c1d0e9f8a7b"
+    )]
+    Rm(http_cmds::RmArgs),
+    /// Delete cached responses that are expired, older than an age, or match a URL glob.
+    #[command(
+        after_help = "Example:\n  dynacache purge --expired\n  dynacache purge --older-than 7d --url '*example.com*' --dry-run"
+    )]
+    Purge(http_cmds::PurgeArgs),
+    /// Delete every cached response of the namespace.
+    #[command(after_help = "Example:\n  dynacache clear --yes")]
+    Clear(http_cmds::ClearArgs),
+    /// The key/value cache.
+    #[command(subcommand)]
+    Kv(kv_cmds::KvCommand),
+    /// The table: create, describe, validate, delete, print its template.
+    #[command(subcommand)]
+    Table(table_cmds::TableCommand),
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("--version" | "-V") => println!("dynacache {}", env!("CARGO_PKG_VERSION")),
-        _ => {
-            println!(
-                "dynacache {}: DynamoDB-backed caching.\n\n\
-                 The subcommands (demo, get, ls, show, stats, rm, purge, clear, kv, table) are \
-                 not built yet.\nSee the README for the library, and \
-                 `cargo run -p dynacache --example kv_quickstart` for a first run.",
-                env!("CARGO_PKG_VERSION")
-            );
+    let cli = Cli::parse();
+    cli.output.init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            std::process::exit(1);
         }
+    };
+    let result = runtime.block_on(run(cli));
+    if let Err(e) = result {
+        e.report();
+        std::process::exit(e.exit_code());
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), error::CliError> {
+    let out = &cli.output;
+    let conn = &cli.connection;
+    match cli.command {
+        Command::Demo(args) => demo::run(conn, out, args).await,
+        Command::Get(args) => http_cmds::get(conn, out, args).await,
+        Command::Ls(args) => http_cmds::ls(conn, out, args).await,
+        Command::Show(args) => http_cmds::show(conn, out, args).await,
+        Command::Stats => http_cmds::stats(conn, out).await,
+        Command::Rm(args) => http_cmds::rm(conn, out, args).await,
+        Command::Purge(args) => http_cmds::purge(conn, out, args).await,
+        Command::Clear(args) => http_cmds::clear(conn, out, args).await,
+        Command::Kv(cmd) => kv_cmds::run(conn, out, cmd).await,
+        Command::Table(cmd) => table_cmds::run(conn, out, cmd).await,
     }
 }

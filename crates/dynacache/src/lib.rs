@@ -66,7 +66,7 @@ mod table;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use expiry::Expiry;
-pub use kv::{Cache, CacheBuilder, Key, MAX_KEY_LEN};
+pub use kv::{Cache, CacheBuilder, Key, MAX_KEY_LEN, StorageStats};
 pub use table::{
     ConsumedCapacity, DEFAULT_TABLE, Engine, MAX_ITEM_BYTES, MAX_KEY_BYTES, Table, TableBuilder,
     TableDescription, TablePolicy,

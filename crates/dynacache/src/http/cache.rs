@@ -401,9 +401,9 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
 }
 
 /// A cached response found for a request.
-struct Found {
-    key: String,
-    doc: StoredResponse,
+pub(super) struct Found {
+    pub(super) key: String,
+    pub(super) doc: StoredResponse,
     chunked: bool,
 }
 
@@ -710,7 +710,7 @@ impl HttpCache {
     }
 
     /// Finds the cached response for a request (following a `Vary` index to its variant).
-    async fn lookup(&self, base: &str, headers: &HeaderMap) -> Result<Option<Found>> {
+    pub(super) async fn lookup(&self, base: &str, headers: &HeaderMap) -> Result<Option<Found>> {
         let Some((mut item, mut payload)) = self.read(base).await? else {
             return Ok(None);
         };

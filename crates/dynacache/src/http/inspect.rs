@@ -14,6 +14,20 @@ use crate::error::Result;
 use crate::table::ScanSpec;
 use crate::table::item::{self, Item, get_i64, get_s};
 
+/// A stored response in full, as read by [`HttpCache::stored_response`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct StoredResponse {
+    /// Its metadata.
+    pub entry: CachedEntry,
+    /// The response headers.
+    pub headers: http::HeaderMap,
+    /// The request headers stored with it (secrets removed).
+    pub request_headers: http::HeaderMap,
+    /// The body.
+    pub body: bytes::Bytes,
+}
+
 /// A stored response's metadata (no body), as listed by [`HttpCache::entries`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -84,12 +98,49 @@ impl HttpCache {
             .scan(ScanSpec {
                 prefixes: vec![format!("{ns}:")],
                 projection: LISTED.to_vec(),
+                all_attributes: false,
             })
             .try_filter_map(move |item| {
                 let now = cache.inner.store.now();
                 futures::future::ready(Ok(cache.entry_of(&item, now)))
             })
             .boxed()
+    }
+
+    /// The key a `GET url` request has (`None` for a URL that does not parse).
+    pub fn key_for_url(&self, url: &str) -> Option<String> {
+        self.key_for(&self.get_request(url)?)
+    }
+
+    /// The stored response under a key (expired or not; following a redirect alias, and for a
+    /// `Vary` index, the variant of a request with no headers). `None` when nothing usable is
+    /// stored.
+    pub async fn stored_response(&self, key: &str) -> Result<Option<StoredResponse>> {
+        let Some(found) = self.lookup(key, &http::HeaderMap::new()).await? else {
+            return Ok(None);
+        };
+        let now = self.inner.store.now();
+        let doc = found.doc;
+        Ok(Some(StoredResponse {
+            entry: CachedEntry {
+                key: found.key,
+                method: doc.method.clone(),
+                url: doc.url.clone(),
+                status: doc.status.as_u16(),
+                size: doc.body.len() as u64,
+                created_at: millis_to_system_time(doc.created_ms),
+                expires: doc.expires_ms.map(millis_to_system_time),
+                is_expired: doc.expires_ms.is_some_and(|e| e <= now),
+            },
+            headers: doc.headers,
+            request_headers: doc.request_headers,
+            body: doc.body,
+        }))
+    }
+
+    /// What this cache's namespace holds (a full scan): see [`crate::StorageStats`].
+    pub async fn storage_stats(&self) -> Result<crate::StorageStats> {
+        self.inner.store.storage_stats().await
     }
 
     /// Every cache key.

@@ -35,7 +35,7 @@ mod settings;
 
 pub use cache::{CacheFacts, CacheFactsExt, CacheStats, HttpCache, HttpCacheBuilder};
 pub use client::{CacheMiddleware, CachedClient, CachedRequestBuilder, blocking};
-pub use inspect::CachedEntry;
+pub use inspect::{CachedEntry, StoredResponse};
 pub use settings::{
     DEFAULT_IGNORED_PARAMETERS, ExpireAfter, FilterFn, KeyFn, MatchHeaders, RequestOptions,
     StaleWindow,

@@ -233,6 +233,7 @@ impl Cache {
         let mut chunks = table.scan(ScanSpec {
             prefixes: vec![chunk_prefix(&self.inner.namespace)],
             projection: vec![item::HEAD, item::WRITTEN],
+            all_attributes: false,
         });
         let mut live_versions: HashMap<String, Option<String>> = HashMap::new();
         let mut orphans = Vec::new();

@@ -712,6 +712,7 @@ impl Cache {
             .scan(crate::table::ScanSpec {
                 prefixes: entry_prefixes(&self.inner.namespace),
                 projection: vec![item::EXPIRES, item::ORIGINAL_KEY],
+                all_attributes: false,
             })
             .try_filter_map(move |item| {
                 let now = cache.now();
@@ -764,6 +765,7 @@ impl Cache {
             .scan(crate::table::ScanSpec {
                 prefixes,
                 projection: vec![],
+                all_attributes: false,
             })
             .try_filter_map(move |item| {
                 futures::future::ready(Ok(get_s(&item, &key_attr).map(str::to_owned)))
@@ -783,5 +785,88 @@ impl Cache {
             .try_fold(0u64, |acc, n| futures::future::ready(Ok(acc + n)))
             .await?;
         Ok(deleted)
+    }
+}
+
+/// What a namespace holds, item by item, as read by [`Cache::storage_stats`].
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct StorageStats {
+    /// Entries (values, responses, and index or alias items).
+    pub entries: u64,
+    /// Entries that are expired but not yet deleted by DynamoDB's TTL.
+    pub expired: u64,
+    /// Chunk items of large values.
+    pub chunk_items: u64,
+    /// Entries whose value is split into chunks.
+    pub chunked_entries: u64,
+    /// Bytes stored, as DynamoDB counts item sizes (names and values, chunks included).
+    pub stored_bytes: u64,
+    /// The largest entries (chunks included), largest first: label (the URL for HTTP
+    /// responses, else the key) and stored bytes.
+    pub largest: Vec<(String, u64)>,
+}
+
+impl StorageStats {
+    /// DynamoDB's storage bill for these items per month, at `price_per_gb_month` dollars
+    /// (0.25 for the standard table class in us-east-1), counting the 100 bytes of index
+    /// overhead DynamoDB adds to each item.
+    pub fn monthly_cost(&self, price_per_gb_month: f64) -> f64 {
+        let bytes = self.stored_bytes + 100 * (self.entries + self.chunk_items);
+        bytes as f64 / (1024.0 * 1024.0 * 1024.0) * price_per_gb_month
+    }
+}
+
+impl Cache {
+    /// Reads every item of this namespace (a full scan, to the last page) and adds up what it
+    /// holds.
+    pub async fn storage_stats(&self) -> Result<StorageStats> {
+        let mut prefixes = entry_prefixes(&self.inner.namespace);
+        prefixes.push(chunk_prefix(&self.inner.namespace));
+        let key_attr = self.inner.table.key_attribute().to_owned();
+        let ns_len = self.inner.namespace.len() + 1;
+        let now = self.now();
+        let chunk_prefix = chunk_prefix(&self.inner.namespace);
+        let mut items = self.inner.table.scan(crate::table::ScanSpec {
+            prefixes,
+            projection: vec![],
+            all_attributes: true,
+        });
+        let mut stats = StorageStats::default();
+        let mut sizes: HashMap<String, (String, u64)> = HashMap::new();
+        while let Some(item) = items.try_next().await? {
+            let size = item::item_size(&item) as u64;
+            stats.stored_bytes += size;
+            let Some(pk) = get_s(&item, &key_attr) else {
+                continue;
+            };
+            if pk.starts_with(&chunk_prefix) {
+                stats.chunk_items += 1;
+                if let Some(head) = get_s(&item, item::HEAD) {
+                    sizes.entry(head.to_owned()).or_default().1 += size;
+                }
+                continue;
+            }
+            stats.entries += 1;
+            if get_i64(&item, item::EXPIRES).is_some_and(|e| e.is_ok_and(|e| e <= now)) {
+                stats.expired += 1;
+            }
+            if item.contains_key(item::CHUNK_VERSION) {
+                stats.chunked_entries += 1;
+            }
+            let label = get_s(&item, "url")
+                .map(str::to_owned)
+                .or_else(|| pk.get(ns_len..).map(str::to_owned))
+                .unwrap_or_default();
+            let slot = sizes.entry(pk.to_owned()).or_default();
+            slot.0 = label;
+            slot.1 += size;
+        }
+        let mut largest: Vec<(String, u64)> =
+            sizes.into_values().filter(|(l, _)| !l.is_empty()).collect();
+        largest.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        largest.truncate(5);
+        stats.largest = largest;
+        Ok(stats)
     }
 }

@@ -17,6 +17,8 @@ pub(crate) struct ScanSpec {
     pub(crate) prefixes: Vec<String>,
     /// Attributes to read besides the key.
     pub(crate) projection: Vec<&'static str>,
+    /// Read every attribute (the projection is then ignored).
+    pub(crate) all_attributes: bool,
 }
 
 impl Table {
@@ -46,15 +48,15 @@ impl Table {
                 };
                 let (filter, mut names, values) =
                     prefix_filter(&table.inner.key_attr, &spec.prefixes);
-                let (projection, pnames) = projection_expr(&table.inner.key_attr, &spec.projection);
-                names.extend(pnames);
-                let mut req = table
-                    .inner
-                    .client
-                    .scan()
-                    .table_name(&table.inner.name)
+                let mut req = table.inner.client.scan().table_name(&table.inner.name);
+                if !spec.all_attributes {
+                    let (projection, pnames) =
+                        projection_expr(&table.inner.key_attr, &spec.projection);
+                    names.extend(pnames);
+                    req = req.projection_expression(projection);
+                }
+                let mut req = req
                     .filter_expression(filter)
-                    .projection_expression(projection)
                     .set_expression_attribute_names(Some(names))
                     .set_expression_attribute_values(Some(values))
                     .set_exclusive_start_key(start)

@@ -1,0 +1,148 @@
+//! Connection options shared by every subcommand.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use dynacache::http::HttpCache;
+use dynacache::{Cache, Table, TableBuilder, TablePolicy};
+
+use crate::error::CliError;
+
+/// Where the cache lives. Without `--endpoint-url` or `--aws`, the embedded engine is used,
+/// persisted to `--embedded-file`.
+#[derive(Debug, Clone, Args)]
+pub struct Connection {
+    /// The table.
+    #[arg(
+        long,
+        global = true,
+        env = "DYNACACHE_TABLE",
+        default_value = "dynacache"
+    )]
+    pub table: String,
+    /// The namespace of HTTP responses (the key/value commands use `--kv-namespace`).
+    #[arg(
+        long,
+        global = true,
+        env = "DYNACACHE_NAMESPACE",
+        default_value = "http"
+    )]
+    pub namespace: String,
+    /// The namespace of key/value entries.
+    #[arg(
+        long,
+        global = true,
+        env = "DYNACACHE_KV_NAMESPACE",
+        default_value = "kv"
+    )]
+    pub kv_namespace: String,
+    /// A DynamoDB-compatible endpoint, such as DynamoDB Local.
+    #[arg(long, global = true, env = "AWS_ENDPOINT_URL_DYNAMODB")]
+    pub endpoint_url: Option<String>,
+    /// Use AWS DynamoDB (credentials from the standard chain).
+    #[arg(long, global = true, env = "DYNACACHE_AWS")]
+    pub aws: bool,
+    /// The AWS region.
+    #[arg(long, global = true, env = "AWS_REGION")]
+    pub region: Option<String>,
+    /// The AWS profile.
+    #[arg(long, global = true, env = "AWS_PROFILE")]
+    pub profile: Option<String>,
+    /// The embedded engine's file [default: $XDG_DATA_HOME/dynacache/cache.db, else
+    /// ~/.local/share/dynacache/cache.db].
+    #[arg(long, global = true, env = "DYNACACHE_EMBEDDED_FILE")]
+    pub embedded_file: Option<PathBuf>,
+    /// Make no control-plane call: the table is assumed to exist (least-privilege IAM).
+    #[arg(long, global = true)]
+    pub assume_exists: bool,
+}
+
+/// Whether a command may create the table when it is missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Creates {
+    Yes,
+    No,
+}
+
+impl Connection {
+    pub fn embedded_path(&self) -> PathBuf {
+        if let Some(p) = &self.embedded_file {
+            return p.clone();
+        }
+        let base = std::env::var_os("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+            .unwrap_or_else(std::env::temp_dir);
+        base.join("dynacache").join("cache.db")
+    }
+
+    pub fn is_embedded(&self) -> bool {
+        self.endpoint_url.is_none() && !self.aws
+    }
+
+    /// Where the data lives, in words.
+    pub fn describe(&self) -> String {
+        match (&self.endpoint_url, self.aws) {
+            (Some(url), _) => format!("table {:?} at {url}", self.table),
+            (None, true) => format!(
+                "table {:?} on AWS DynamoDB ({})",
+                self.table,
+                self.region.as_deref().unwrap_or("default region")
+            ),
+            (None, false) => format!(
+                "table {:?} in the embedded engine's file {}",
+                self.table,
+                self.embedded_path().display()
+            ),
+        }
+    }
+
+    pub fn builder(&self, creates: Creates) -> TableBuilder {
+        let mut b = Table::builder().name(&self.table);
+        b = match (&self.endpoint_url, self.aws) {
+            (Some(url), _) => b.endpoint_url(url),
+            (None, true) => b.aws(),
+            (None, false) => b.embedded_file(self.embedded_path()),
+        };
+        if let Some(r) = &self.region {
+            b = b.region(r);
+        }
+        if let Some(p) = &self.profile {
+            b = b.profile(p);
+        }
+        let policy = if self.assume_exists {
+            TablePolicy::AssumeExists
+        } else if self.is_embedded() || creates == Creates::Yes {
+            TablePolicy::CreateIfMissing
+        } else {
+            TablePolicy::AssumeExists
+        };
+        b.policy(policy)
+            .max_attempts(3)
+            .connect_timeout(std::time::Duration::from_secs(3))
+    }
+
+    pub async fn table(&self, creates: Creates) -> Result<Table, CliError> {
+        self.builder(creates)
+            .open()
+            .await
+            .map_err(|e| CliError::storage(e, self))
+    }
+
+    pub async fn http(&self, creates: Creates) -> Result<HttpCache, CliError> {
+        let table = self.table(creates).await?;
+        HttpCache::builder()
+            .namespace(&self.namespace)
+            .build(table)
+            .map_err(|e| CliError::storage(e, self))
+    }
+
+    pub async fn kv(&self, creates: Creates) -> Result<Cache, CliError> {
+        let table = self.table(creates).await?;
+        Cache::builder()
+            .namespace(&self.kv_namespace)
+            .build(table)
+            .map_err(|e| CliError::storage(e, self))
+    }
+}

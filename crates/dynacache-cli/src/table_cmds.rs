@@ -1,0 +1,230 @@
+//! `dynacache table create|describe|validate|delete|template`.
+
+use clap::{Subcommand, ValueEnum};
+use dynacache::Table;
+use serde_json::json;
+
+use crate::connect::{Connection, Creates};
+use crate::error::CliError;
+use crate::output::Output;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Format {
+    Cloudformation,
+    Terraform,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TableCommand {
+    /// Create the table (on-demand billing, TTL enabled) if it does not exist.
+    #[command(
+        after_help = "Example:\n  dynacache --aws --region eu-west-1 --table my_cache table create"
+    )]
+    Create,
+    /// Describe the table: key schema, TTL, billing, approximate size.
+    #[command(after_help = "Example:\n  dynacache table describe --json")]
+    Describe,
+    /// Check that the table has the schema and TTL setting dynacache expects.
+    #[command(after_help = "Example:\n  dynacache --table prod_cache table validate")]
+    Validate,
+    /// Delete the table and everything in it.
+    #[command(after_help = "Example:\n  dynacache --table old_cache table delete --yes")]
+    Delete {
+        /// Do not ask for confirmation.
+        #[arg(long, short)]
+        yes: bool,
+    },
+    /// Print the table as infrastructure code: the exact schema dynacache expects.
+    #[command(
+        after_help = "Example:\n  dynacache table template --format terraform > dynacache.tf"
+    )]
+    Template {
+        /// The format.
+        #[arg(long, value_enum, default_value = "cloudformation")]
+        format: Format,
+    },
+}
+
+pub async fn run(conn: &Connection, out: &Output, cmd: TableCommand) -> Result<(), CliError> {
+    match cmd {
+        TableCommand::Create => {
+            let table = conn.table(Creates::Yes).await?;
+            out.note(format!(
+                "table {:?} is ready ({})",
+                table.name(),
+                conn.describe()
+            ));
+            describe(conn, out, &table).await
+        }
+        TableCommand::Describe => {
+            let table = conn.table(Creates::No).await?;
+            describe(conn, out, &table).await
+        }
+        TableCommand::Validate => {
+            let table = conn.table(Creates::No).await?;
+            table
+                .validate()
+                .await
+                .map_err(|e| CliError::storage(e, conn))?;
+            if out.json {
+                out.json_line(&json!({"table": table.name(), "valid": true}));
+            } else {
+                println!(
+                    "table {:?} has the expected schema and TTL setting",
+                    table.name()
+                );
+            }
+            Ok(())
+        }
+        TableCommand::Delete { yes } => {
+            if !yes {
+                return Err(CliError::new(
+                    format!(
+                        "this deletes {} and everything in it: pass --yes to confirm",
+                        conn.describe()
+                    ),
+                    2,
+                ));
+            }
+            let table = conn.table(Creates::No).await?;
+            table
+                .delete_table()
+                .await
+                .map_err(|e| CliError::storage(e, conn))?;
+            out.note(format!("deleted table {:?}", table.name()));
+            Ok(())
+        }
+        TableCommand::Template { format } => {
+            let spec = Spec {
+                table: &conn.table,
+                key: "key",
+                ttl: "ttl",
+            };
+            print!(
+                "{}",
+                match format {
+                    Format::Cloudformation => cloudformation(&spec),
+                    Format::Terraform => terraform(&spec),
+                }
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn describe(conn: &Connection, out: &Output, table: &Table) -> Result<(), CliError> {
+    let d = table
+        .describe()
+        .await
+        .map_err(|e| CliError::storage(e, conn))?;
+    if out.json {
+        out.json_line(&json!({
+            "table": d.name,
+            "status": d.status,
+            "key_schema": d.key_schema.iter().map(|(n, k, t)| json!({"name": n, "key_type": k, "type": t})).collect::<Vec<_>>(),
+            "ttl_attribute": d.ttl_attribute,
+            "ttl_status": d.ttl_status,
+            "billing_mode": d.billing_mode,
+            "approximate_item_count": d.approximate_item_count,
+            "approximate_size_bytes": d.approximate_size_bytes,
+        }));
+        return Ok(());
+    }
+    println!("table:        {}", d.name);
+    println!("status:       {}", d.status);
+    for (name, key_type, ty) in &d.key_schema {
+        println!("key:          {name} ({key_type}, {ty})");
+    }
+    println!(
+        "TTL:          {} {}",
+        d.ttl_status,
+        d.ttl_attribute.as_deref().unwrap_or("")
+    );
+    println!("billing:      {}", d.billing_mode);
+    println!(
+        "items:        about {} ({} bytes; DynamoDB refreshes these about every six hours)",
+        d.approximate_item_count, d.approximate_size_bytes
+    );
+    Ok(())
+}
+
+/// The schema dynacache creates: `Table::create` in the library.
+pub struct Spec<'a> {
+    pub table: &'a str,
+    pub key: &'a str,
+    pub ttl: &'a str,
+}
+
+pub fn cloudformation(s: &Spec<'_>) -> String {
+    format!(
+        r#"# The DynamoDB table dynacache expects (what `dynacache table create` makes).
+AWSTemplateFormatVersion: "2010-09-09"
+Description: dynacache cache table
+Parameters:
+  TableName:
+    Type: String
+    Default: {table}
+Resources:
+  CacheTable:
+    Type: AWS::DynamoDB::Table
+    Properties:
+      TableName: !Ref TableName
+      BillingMode: PAY_PER_REQUEST
+      AttributeDefinitions:
+        - AttributeName: {key}
+          AttributeType: S
+      KeySchema:
+        - AttributeName: {key}
+          KeyType: HASH
+      TimeToLiveSpecification:
+        AttributeName: {ttl}
+        Enabled: true
+Outputs:
+  TableName:
+    Value: !Ref CacheTable
+  TableArn:
+    Value: !GetAtt CacheTable.Arn
+"#,
+        table = s.table,
+        key = s.key,
+        ttl = s.ttl
+    )
+}
+
+pub fn terraform(s: &Spec<'_>) -> String {
+    format!(
+        r#"# The DynamoDB table dynacache expects (what `dynacache table create` makes).
+variable "table_name" {{
+  type    = string
+  default = "{table}"
+}}
+
+resource "aws_dynamodb_table" "cache" {{
+  name         = var.table_name
+  billing_mode = "PAY_PER_REQUEST"
+  hash_key     = "{key}"
+
+  attribute {{
+    name = "{key}"
+    type = "S"
+  }}
+
+  ttl {{
+    attribute_name = "{ttl}"
+    enabled        = true
+  }}
+}}
+
+output "table_name" {{
+  value = aws_dynamodb_table.cache.name
+}}
+
+output "table_arn" {{
+  value = aws_dynamodb_table.cache.arn
+}}
+"#,
+        table = s.table,
+        key = s.key,
+        ttl = s.ttl
+    )
+}
