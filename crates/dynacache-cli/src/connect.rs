@@ -60,8 +60,12 @@ pub struct Connection {
 /// Whether a command may create the table when it is missing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Creates {
+    /// Create the table when it is missing (commands that write).
     Yes,
+    /// Check that it exists with the expected key schema (commands that read).
     No,
+    /// Neither: the command looks at the table as it is (`table describe`, `validate`, `delete`).
+    AsIs,
 }
 
 impl Connection {
@@ -83,16 +87,19 @@ impl Connection {
 
     /// Where the data lives, in words.
     pub fn describe(&self) -> String {
+        format!("table {:?} in {}", self.table, self.location())
+    }
+
+    /// The engine and its address, in words.
+    pub fn location(&self) -> String {
         match (&self.endpoint_url, self.aws) {
-            (Some(url), _) => format!("table {:?} at {url}", self.table),
+            (Some(url), _) => format!("the engine at {url}"),
             (None, true) => format!(
-                "table {:?} on AWS DynamoDB ({})",
-                self.table,
-                self.region.as_deref().unwrap_or("default region")
+                "AWS DynamoDB ({})",
+                self.region.as_deref().unwrap_or("the default region")
             ),
             (None, false) => format!(
-                "table {:?} in the embedded engine's file {}",
-                self.table,
+                "the embedded engine's file {}",
                 self.embedded_path().display()
             ),
         }
@@ -111,11 +118,10 @@ impl Connection {
         if let Some(p) = &self.profile {
             b = b.profile(p);
         }
-        let policy = if self.assume_exists {
-            TablePolicy::AssumeExists
-        } else if self.is_embedded() || creates == Creates::Yes {
+        let policy = if creates == Creates::Yes && !self.assume_exists {
             TablePolicy::CreateIfMissing
         } else {
+            // Checked by `table()` unless --assume-exists.
             TablePolicy::AssumeExists
         };
         b.policy(policy)
@@ -123,11 +129,29 @@ impl Connection {
             .connect_timeout(std::time::Duration::from_secs(3))
     }
 
+    /// Opens the table. Commands that write create it when it is missing; the others check that
+    /// it exists with the expected key schema (a TTL setting that differs is only a warning), so
+    /// that a wrong name or a wrong table is reported as such.
     pub async fn table(&self, creates: Creates) -> Result<Table, CliError> {
-        self.builder(creates)
+        let table = self
+            .builder(creates)
             .open()
             .await
-            .map_err(|e| CliError::storage(e, self))
+            .map_err(|e| CliError::storage(e, self))?;
+        if creates == Creates::No && !self.assume_exists {
+            match table.validate().await {
+                Ok(()) => {}
+                Err(dynacache::Error::SchemaMismatch { problems, .. })
+                    if problems.iter().all(|p| p.starts_with("TTL")) =>
+                {
+                    for p in problems {
+                        tracing::warn!("{p}: expired items stay in the table until deleted");
+                    }
+                }
+                Err(e) => return Err(CliError::storage(e, self)),
+            }
+        }
+        Ok(table)
     }
 
     pub async fn http(&self, creates: Creates) -> Result<HttpCache, CliError> {

@@ -39,10 +39,14 @@ impl CliError {
         use dynacache::Error as E;
         match &e {
             E::TableNotFound { table, .. } => CliError::new(
-                format!("table {table:?} does not exist ({})", conn.describe()),
+                format!("table {table:?} does not exist in {}", conn.location()),
                 EXIT_TABLE,
             )
-            .hint("create it with `dynacache table create`, or name another with --table"),
+            .hint(if conn.is_embedded() {
+                "create it with `dynacache table create` (or fill it with `dynacache demo`), or name another with --table"
+            } else {
+                "create it with `dynacache table create`, or name another with --table"
+            }),
             E::SchemaMismatch { table, problems } => CliError::new(
                 format!(
                     "table {table:?} does not have the schema dynacache expects:\n  - {}",

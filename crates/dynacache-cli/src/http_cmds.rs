@@ -339,6 +339,9 @@ pub async fn show(conn: &Connection, out: &Output, args: ShowArgs) -> Result<(),
     );
     println!("size:     {}", human_bytes(e.size));
     println!("\n{}", paint("request headers", Colour::Bold));
+    if stored.request_headers.is_empty() {
+        println!("  (none)");
+    }
     for (k, v) in &stored.request_headers {
         println!("  {k}: {}", String::from_utf8_lossy(v.as_bytes()));
     }

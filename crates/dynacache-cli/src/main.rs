@@ -76,6 +76,7 @@ enum Command {
 }
 
 fn main() {
+    restore_sigpipe();
     let cli = Cli::parse();
     cli.output.init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -110,5 +111,16 @@ async fn run(cli: Cli) -> Result<(), error::CliError> {
         Command::Clear(args) => http_cmds::clear(conn, out, args).await,
         Command::Kv(cmd) => kv_cmds::run(conn, out, cmd).await,
         Command::Table(cmd) => table_cmds::run(conn, out, cmd).await,
+    }
+}
+
+/// `dynacache ls | head` ends quietly when `head` has read enough, like other Unix tools, instead
+/// of failing on a closed pipe.
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any other thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

@@ -21,10 +21,12 @@ pub struct Output {
 
 impl Output {
     pub fn init_logging(&self) {
+        // The embedded engine logs every error answer it gives (a missing table included), which
+        // dynacache already turns into errors of its own: its lines show from -vv on.
         let level = match (self.quiet, self.verbose) {
             (true, _) => "error",
-            (false, 0) => "warn",
-            (false, 1) => "info",
+            (false, 0) => "warn,dynoxide=error,aws_config=error",
+            (false, 1) => "info,dynoxide=error,aws_config=warn",
             _ => "debug",
         };
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -57,11 +57,11 @@ pub async fn run(conn: &Connection, out: &Output, cmd: TableCommand) -> Result<(
             describe(conn, out, &table).await
         }
         TableCommand::Describe => {
-            let table = conn.table(Creates::No).await?;
+            let table = conn.table(Creates::AsIs).await?;
             describe(conn, out, &table).await
         }
         TableCommand::Validate => {
-            let table = conn.table(Creates::No).await?;
+            let table = conn.table(Creates::AsIs).await?;
             table
                 .validate()
                 .await
@@ -86,7 +86,7 @@ pub async fn run(conn: &Connection, out: &Output, cmd: TableCommand) -> Result<(
                     2,
                 ));
             }
-            let table = conn.table(Creates::No).await?;
+            let table = conn.table(Creates::AsIs).await?;
             table
                 .delete_table()
                 .await

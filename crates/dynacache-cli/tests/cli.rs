@@ -1,0 +1,843 @@
+//! The `dynacache` binary, run as a user runs it, on the embedded engine and on DynamoDB Local
+//! (when `DYNACACHE_TEST_DYNAMODB_LOCAL` names it; `scripts/test` does).
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+/// Where a test's table lives.
+enum Engine {
+    Embedded(tempfile::TempDir),
+    Local(String),
+}
+
+static TABLES: AtomicU32 = AtomicU32::new(0);
+
+/// A table of a test's own, on one engine.
+struct Place {
+    engine: Engine,
+    table: String,
+}
+
+impl Place {
+    fn embedded() -> Place {
+        Place {
+            engine: Engine::Embedded(tempfile::tempdir().expect("temp dir")),
+            table: "dynacache".into(),
+        }
+    }
+
+    /// `None` when DynamoDB Local is not configured (outside `scripts/test`).
+    fn dynamodb_local() -> Option<Place> {
+        let url = std::env::var("DYNACACHE_TEST_DYNAMODB_LOCAL").ok()?;
+        let n = TABLES.fetch_add(1, Ordering::Relaxed);
+        Some(Place {
+            engine: Engine::Local(url),
+            table: format!(
+                "cli_{}_{}_{n}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos()
+                    % 1_000_000_000
+            ),
+        })
+    }
+
+    fn connection_args(&self) -> Vec<String> {
+        let mut args = match &self.engine {
+            Engine::Embedded(dir) => vec![
+                "--embedded-file".to_owned(),
+                dir.path().join("cache.db").display().to_string(),
+            ],
+            Engine::Local(url) => vec!["--endpoint-url".to_owned(), url.clone()],
+        };
+        args.extend(["--table".to_owned(), self.table.clone()]);
+        args
+    }
+
+    /// The binary with this place's connection options, isolated from the caller's AWS settings.
+    fn cmd(&self) -> Command {
+        let mut cmd = bare_cmd();
+        cmd.args(self.connection_args());
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("run dynacache")
+    }
+
+    /// Runs and expects success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "dynacache {args:?} failed ({:?}):\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 stdout")
+    }
+
+    /// Runs and expects this exit code; returns stderr.
+    fn fails(&self, args: &[&str], code: i32) -> String {
+        let out = self.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "dynacache {args:?}: stdout {}\nstderr {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stderr).expect("utf-8 stderr")
+    }
+
+    fn json_lines(&self, args: &[&str]) -> Vec<Value> {
+        let mut all = args.to_vec();
+        all.push("--json");
+        json_lines(&self.ok(&all))
+    }
+}
+
+fn bare_cmd() -> Command {
+    let mut cmd = Command::cargo_bin("dynacache").expect("the dynacache binary");
+    for var in [
+        "DYNACACHE_TABLE",
+        "DYNACACHE_NAMESPACE",
+        "DYNACACHE_KV_NAMESPACE",
+        "DYNACACHE_EMBEDDED_FILE",
+        "DYNACACHE_AWS",
+        "AWS_ENDPOINT_URL_DYNAMODB",
+        "AWS_PROFILE",
+        "AWS_REGION",
+        "RUST_LOG",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.timeout(std::time::Duration::from_secs(240));
+    cmd
+}
+
+fn json_lines(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// Runs a test body on the embedded engine and, when configured, on DynamoDB Local.
+macro_rules! on_both_engines {
+    ($($name:ident => $body:ident;)*) => {
+        mod embedded {
+            use super::Place;
+            $(#[test] fn $name() { super::$body(&Place::embedded()); })*
+        }
+        mod dynamodb_local {
+            use super::Place;
+            $(#[test] fn $name() {
+                let Some(place) = Place::dynamodb_local() else {
+                    eprintln!("DYNACACHE_TEST_DYNAMODB_LOCAL is not set: skipped (scripts/test sets it)");
+                    return;
+                };
+                super::$body(&place);
+            })*
+        }
+    };
+}
+
+on_both_engines! {
+    demo_second_pass_is_served_from_the_cache => demo_second_pass;
+    inspection_and_maintenance_after_the_demo => inspect_after_demo;
+    get_fetches_through_the_cache => get_through_cache;
+    kv_commands => kv_commands;
+    table_lifecycle => table_lifecycle;
+    missing_table_is_explained => missing_table;
+    wrong_schema_is_explained => wrong_schema;
+    templates_match_the_table_the_code_creates => templates_match_created_table;
+}
+
+fn demo_second_pass(place: &Place) {
+    let lines = place.json_lines(&["demo"]);
+    assert_eq!(lines.len(), 12, "two passes of six requests: {lines:?}");
+    let outcome = |pass: u64, request: &str| -> String {
+        lines
+            .iter()
+            .find(|l| l["pass"] == pass && l["request"].as_str().unwrap().starts_with(request))
+            .unwrap_or_else(|| panic!("no line for pass {pass} {request}"))["outcome"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    for l in lines.iter().filter(|l| l["pass"] == 1) {
+        assert_eq!(l["outcome"], "miss", "first pass: {l}");
+        assert_eq!(l["status"], 200, "{l}");
+    }
+    assert_eq!(outcome(2, "JSON"), "hit");
+    assert_eq!(outcome(2, "2 MiB binary"), "hit");
+    assert_eq!(outcome(2, "ETag"), "revalidated");
+    assert_eq!(outcome(2, "301 redirect"), "hit");
+    assert_eq!(outcome(2, "Vary: Accept-Language (en)"), "hit");
+    assert_eq!(outcome(2, "Vary: Accept-Language (fr)"), "hit");
+    let size = |pass: u64, request: &str| {
+        lines
+            .iter()
+            .find(|l| l["pass"] == pass && l["request"].as_str().unwrap().starts_with(request))
+            .unwrap()["size"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(size(2, "2 MiB binary"), 2 * 1024 * 1024);
+    assert_eq!(size(1, "JSON"), size(2, "JSON"));
+    // The variants are stored side by side: each answer is its own language.
+    assert_ne!(
+        lines
+            .iter()
+            .find(|l| l["pass"] == 2 && l["request"].as_str().unwrap().ends_with("(fr)"))
+            .unwrap()["size"],
+        lines
+            .iter()
+            .find(|l| l["pass"] == 2 && l["request"].as_str().unwrap().ends_with("(en)"))
+            .unwrap()["size"],
+    );
+
+    // The human output says the same, and tells where the data lives.
+    let text = place.ok(&["demo"]);
+    assert!(
+        text.contains("pass 1: 0 of 6 responses from the cache"),
+        "{text}"
+    );
+    assert!(
+        text.contains("pass 2: 6 of 6 responses from the cache, 1 requests reached the origin"),
+        "{text}"
+    );
+    assert!(text.contains("Where the data lives"), "{text}");
+    assert!(text.contains(&place.table), "{text}");
+    assert!(
+        !text.contains('\x1b'),
+        "no colours when stdout is not a terminal: {text}"
+    );
+}
+
+fn inspect_after_demo(place: &Place) {
+    let demo = place.json_lines(&["demo"]);
+    let url_of = |request: &str| {
+        demo.iter()
+            .find(|l| l["request"].as_str().unwrap().starts_with(request))
+            .unwrap()["url"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let catalog = url_of("JSON");
+    let archive = url_of("2 MiB binary");
+    let ns = ["--namespace", "demo"];
+    let with_ns =
+        |args: &[&str]| -> Vec<String> { ns.iter().chain(args).map(|s| s.to_string()).collect() };
+    let ok = |args: &[&str]| {
+        let a = with_ns(args);
+        place.ok(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let fails = |args: &[&str], code| {
+        let a = with_ns(args);
+        place.fails(&a.iter().map(String::as_str).collect::<Vec<_>>(), code)
+    };
+    let ls = |args: &[&str]| {
+        let mut a = args.to_vec();
+        a.insert(0, "ls");
+        a.push("--json");
+        json_lines(&ok(&a))
+    };
+
+    // ls: six responses (the redirect is stored under its final URL), filters, sorting.
+    let all = ls(&[]);
+    assert_eq!(all.len(), 6, "{all:?}");
+    assert!(
+        all.iter()
+            .all(|e| e["method"] == "GET" && e["status"] == 200)
+    );
+    assert_eq!(ls(&["--url", "*greeting*"]).len(), 2);
+    assert_eq!(ls(&["--status", "404"]).len(), 0);
+    let expired = ls(&["--expired"]);
+    assert_eq!(
+        expired.len(),
+        1,
+        "the no-cache response is stale at once: {expired:?}"
+    );
+    assert!(
+        expired[0]["url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/api/profile")
+    );
+    assert_eq!(ls(&["--fresh"]).len(), 5);
+    let by_size = ls(&["--sort", "size"]);
+    assert_eq!(by_size[0]["url"], archive.as_str());
+    assert_eq!(by_size[0]["size"], 2 * 1024 * 1024);
+    let by_url = ls(&["--sort", "url"]);
+    let urls: Vec<&str> = by_url.iter().map(|e| e["url"].as_str().unwrap()).collect();
+    let mut sorted = urls.clone();
+    sorted.sort();
+    assert_eq!(urls, sorted);
+    let table = ok(&["ls"]);
+    assert!(table.starts_with("METHOD"), "{table}");
+    assert!(table.contains(&catalog), "{table}");
+
+    // show: by URL and by key; text shown, binary summarised; a miss is exit code 3.
+    let shown = ok(&["show", &catalog]);
+    assert!(shown.contains("status:   200"), "{shown}");
+    assert!(shown.contains("cache-control: max-age=300"), "{shown}");
+    assert!(shown.contains("Item number 0"), "{shown}");
+    let archive_key = all.iter().find(|e| e["url"] == archive.as_str()).unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let shown = ok(&["show", &archive_key]);
+    assert!(shown.contains("(binary, 2.0 MiB; first bytes:"), "{shown}");
+    let shown_json = json_lines(&ok(&["show", &catalog, "--json"]));
+    assert!(
+        shown_json[0]["body"]
+            .as_str()
+            .unwrap()
+            .starts_with("{\"items\"")
+    );
+    assert_eq!(
+        shown_json[0]["headers"]["content-type"][0],
+        "application/json"
+    );
+    let err = fails(&["show", "http://127.0.0.1:9/not-cached"], 3);
+    assert!(err.contains("nothing cached"), "{err}");
+
+    // stats: counts, chunking, expired-not-swept, largest, cost.
+    let stats = json_lines(&ok(&["stats", "--json"]));
+    let s = &stats[0];
+    assert_eq!(s["responses"], 6, "{s}");
+    assert_eq!(s["chunked_responses"], 1, "{s}");
+    assert!(
+        s["chunk_items"].as_u64().unwrap() >= 6,
+        "2 MiB in chunks of at most 350 KiB: {s}"
+    );
+    assert_eq!(s["expired_not_swept"], 1, "{s}");
+    assert!(
+        s["stored_bytes"].as_u64().unwrap() >= 2 * 1024 * 1024,
+        "{s}"
+    );
+    assert_eq!(s["largest"][0]["url"], archive.as_str(), "{s}");
+    assert!(s["monthly_storage_cost_usd"].as_f64().unwrap() > 0.0);
+    let text = ok(&["stats"]);
+    assert!(text.contains("chunked responses:    1"), "{text}");
+
+    // rm: by URL and by key; nothing left to remove is exit code 3.
+    let out = ok(&["rm", &catalog, &archive_key]);
+    assert!(out.contains("deleted 2 of 2"), "{out}");
+    fails(&["rm", &catalog], 3);
+    assert_eq!(ls(&[]).len(), 4);
+    // The chunks went with the large response.
+    let stats = json_lines(&ok(&["stats", "--json"]));
+    assert_eq!(stats[0]["chunk_items"], 0, "{}", stats[0]);
+
+    // purge: a dry run deletes nothing; then it does; it needs a criterion.
+    let dry = ok(&["purge", "--url", "*greeting*", "--dry-run"]);
+    assert_eq!(
+        dry.lines()
+            .filter(|l| l.starts_with("would delete"))
+            .count(),
+        2,
+        "{dry}"
+    );
+    assert_eq!(ls(&[]).len(), 4);
+    let out = ok(&["purge", "--url", "*greeting*"]);
+    assert!(out.contains("deleted 2 responses"), "{out}");
+    let out = ok(&["purge", "--expired"]);
+    assert!(out.contains("deleted 1 responses"), "{out}");
+    let out = ok(&["purge", "--older-than", "1h"]);
+    assert!(
+        out.contains("deleted 0 responses"),
+        "nothing is an hour old: {out}"
+    );
+    let err = fails(&["purge"], 2);
+    assert!(err.contains("--expired"), "{err}");
+    assert_eq!(ls(&[]).len(), 1);
+
+    // clear: refuses without --yes when it cannot ask; confined to its namespace.
+    place.ok(&["kv", "set", "survivor", "1"]);
+    let err = fails(&["clear"], 2);
+    assert!(err.contains("--yes"), "{err}");
+    assert_eq!(ls(&[]).len(), 1);
+    ok(&["clear", "--yes"]);
+    assert_eq!(ls(&[]).len(), 0);
+    assert_eq!(place.ok(&["kv", "get", "survivor"]).trim(), "1");
+}
+
+/// A tiny origin for `get`: `/fresh` (max-age), `/boom` (500).
+fn start_origin() -> (String, std::sync::Arc<AtomicU32>) {
+    use axum::routing::get;
+    let hits = std::sync::Arc::new(AtomicU32::new(0));
+    let counter = hits.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            let app = axum::Router::new()
+                .route(
+                    "/fresh",
+                    get(move || {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        async { ([("cache-control", "max-age=600")], "fresh body\n") }
+                    }),
+                )
+                .route(
+                    "/boom",
+                    get(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "boom") }),
+                );
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    let addr = rx.recv().unwrap();
+    (format!("http://{addr}"), hits)
+}
+
+fn get_through_cache(place: &Place) {
+    let (origin, hits) = start_origin();
+    let url = format!("{origin}/fresh");
+    let first = place.json_lines(&["get", &url]);
+    assert_eq!(first[0]["outcome"], "miss");
+    assert_eq!(first[0]["status"], 200);
+    let key = first[0]["cache_key"].as_str().unwrap().to_owned();
+    let second = place.json_lines(&["get", &url]);
+    assert_eq!(second[0]["outcome"], "hit", "{second:?}");
+    assert_eq!(second[0]["cache_key"], key.as_str());
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        1,
+        "the second get came from the cache"
+    );
+
+    // The body goes to stdout, or to a file.
+    assert_eq!(place.ok(&["get", &url]), "fresh body\n");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("body.txt");
+    place.ok(&["get", &url, "--output", file.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "fresh body\n");
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+
+    // --force-refresh goes to the origin; --only-if-cached never does.
+    let forced = place.json_lines(&["get", &url, "--force-refresh"]);
+    assert_eq!(forced[0]["outcome"], "miss");
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    let err = place.fails(&["get", &format!("{origin}/never"), "--only-if-cached"], 3);
+    assert!(err.contains("not in the cache"), "{err}");
+
+    // The origin failing is exit code 6; an origin that is down, too.
+    let err = place.fails(&["get", &format!("{origin}/boom")], 6);
+    assert!(err.contains("500"), "{err}");
+    place.fails(&["get", "http://127.0.0.1:9/down"], 6);
+
+    // `show` finds what `get` stored.
+    let shown = place.ok(&["show", &url]);
+    assert!(shown.contains("fresh body"), "{shown}");
+}
+
+fn kv_commands(place: &Place) {
+    place.ok(&["kv", "set", "limits", r#"{"rps": 10, "burst": [1, 2]}"#]);
+    place.ok(&["kv", "set", "greeting", "hello world", "--ttl", "10m"]);
+    let v: Value = serde_json::from_str(place.ok(&["kv", "get", "limits"]).trim()).unwrap();
+    assert_eq!(v, serde_json::json!({"rps": 10, "burst": [1, 2]}));
+    assert_eq!(
+        place.ok(&["kv", "get", "greeting"]).trim(),
+        "\"hello world\""
+    );
+    let err = place.fails(&["kv", "get", "absent"], 3);
+    assert!(err.contains("no value"), "{err}");
+
+    // Another namespace is another cache.
+    place.fails(&["--kv-namespace", "other", "kv", "get", "limits"], 3);
+    place.ok(&["--kv-namespace", "other", "kv", "set", "mine", "1"]);
+
+    let keys: Vec<String> = place
+        .json_lines(&["kv", "ls"])
+        .iter()
+        .map(|l| l["key"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(keys, ["greeting", "limits"]);
+    assert_eq!(place.ok(&["kv", "ls"]), "greeting\nlimits\n");
+
+    let out = place.ok(&["kv", "del", "limits", "absent"]);
+    assert!(out.contains("deleted 1 of 2"), "{out}");
+    place.fails(&["kv", "del", "limits"], 3);
+    place.fails(&["kv", "get", "limits"], 3);
+    assert_eq!(
+        place
+            .ok(&["--kv-namespace", "other", "kv", "get", "mine"])
+            .trim(),
+        "1"
+    );
+    // Bad input is an error, not a panic.
+    let err = place.fails(&["kv", "set", "", "x"], 1);
+    assert!(err.contains("error:"), "{err}");
+}
+
+fn table_lifecycle(place: &Place) {
+    let out = place.ok(&["table", "create"]);
+    assert!(out.contains("PAY_PER_REQUEST"), "{out}");
+    place.ok(&["table", "create"]); // idempotent
+    let d = &place.json_lines(&["table", "describe"])[0];
+    assert_eq!(d["table"], place.table.as_str());
+    assert_eq!(d["status"], "ACTIVE");
+    let out = place.ok(&["table", "validate"]);
+    assert!(out.contains("expected schema"), "{out}");
+    let err = place.fails(&["table", "delete"], 2);
+    assert!(err.contains("--yes"), "{err}");
+    place.ok(&["table", "validate"]);
+    place.ok(&["table", "delete", "--yes"]);
+    let err = place.fails(&["table", "validate"], 5);
+    assert!(err.contains("does not exist"), "{err}");
+}
+
+fn missing_table(place: &Place) {
+    for args in [
+        &["ls"][..],
+        &["stats"],
+        &["show", "http://example.com/"],
+        &["rm", "http://example.com/"],
+        &["purge", "--expired"],
+        &["clear", "--yes"],
+        &["kv", "get", "x"],
+        &["kv", "ls"],
+        &["table", "describe"],
+    ] {
+        let err = place.fails(args, 5);
+        assert!(
+            err.contains(&format!("table {:?} does not exist", place.table)),
+            "{args:?}: {err}"
+        );
+        assert!(
+            err.contains("hint: create it with `dynacache table create`"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+/// Makes the test's table with a sort key, through the library, on the test's engine.
+fn create_wrong_table(place: &Place) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let b = dynacache::Table::builder()
+            .name(&place.table)
+            .policy(dynacache::TablePolicy::AssumeExists);
+        let b = match &place.engine {
+            Engine::Embedded(dir) => b.embedded_file(dir.path().join("cache.db")),
+            Engine::Local(url) => b.endpoint_url(url),
+        };
+        let table = b.open().await.unwrap();
+        use aws_sdk_dynamodb::types::{
+            AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        };
+        table
+            .client()
+            .create_table()
+            .table_name(&place.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("pk")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .unwrap(),
+            )
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("sk")
+                    .attribute_type(ScalarAttributeType::N)
+                    .build()
+                    .unwrap(),
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("pk")
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .unwrap(),
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("sk")
+                    .key_type(KeyType::Range)
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+    });
+}
+
+fn wrong_schema(place: &Place) {
+    create_wrong_table(place);
+    for args in [
+        &["ls"][..],
+        &["kv", "get", "x"],
+        &["kv", "set", "x", "1"],
+        &["table", "validate"],
+    ] {
+        let err = place.fails(args, 5);
+        assert!(
+            err.contains("does not have the schema dynacache expects"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            err.contains("partition key is \"pk\", expected \"key\""),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains("sort key \"sk\""), "{args:?}: {err}");
+        assert!(err.contains("hint:"), "{err}");
+    }
+    // describe shows the table as it is.
+    let d = &place.json_lines(&["table", "describe"])[0];
+    assert_eq!(d["key_schema"][0]["name"], "pk");
+}
+
+/// What a template says about the table, in the terms of `table describe --json`.
+#[derive(Debug, PartialEq)]
+struct TemplateFacts {
+    key: String,
+    key_type: String,
+    attribute_type: String,
+    billing: String,
+    ttl_attribute: String,
+    ttl_enabled: bool,
+    default_table: String,
+}
+
+fn value_after<'a>(text: &'a str, label: &str) -> &'a str {
+    let start = text
+        .find(label)
+        .unwrap_or_else(|| panic!("{label} not in:\n{text}"))
+        + label.len();
+    text[start..]
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .trim_matches('"')
+}
+
+fn cloudformation_facts(t: &str) -> TemplateFacts {
+    let key_schema = &t[t.find("KeySchema:").unwrap()..];
+    let attrs = &t[t.find("AttributeDefinitions:").unwrap()..];
+    let ttl = &t[t.find("TimeToLiveSpecification:").unwrap()..];
+    TemplateFacts {
+        key: value_after(key_schema, "AttributeName:").into(),
+        key_type: value_after(key_schema, "KeyType:").into(),
+        attribute_type: value_after(attrs, "AttributeType:").into(),
+        billing: value_after(t, "BillingMode:").into(),
+        ttl_attribute: value_after(ttl, "AttributeName:").into(),
+        ttl_enabled: value_after(ttl, "Enabled:") == "true",
+        default_table: value_after(&t[t.find("TableName:").unwrap()..], "Default:").into(),
+    }
+}
+
+fn terraform_facts(t: &str) -> TemplateFacts {
+    let attribute = &t[t.find("attribute {").unwrap()..];
+    let ttl = &t[t.find("ttl {").unwrap()..];
+    TemplateFacts {
+        key: value_after(t, "hash_key     =").into(),
+        key_type: if t.contains("range_key") {
+            "RANGE"
+        } else {
+            "HASH"
+        }
+        .into(),
+        attribute_type: value_after(attribute, "type =").into(),
+        billing: value_after(t, "billing_mode =").into(),
+        ttl_attribute: value_after(ttl, "attribute_name =").into(),
+        ttl_enabled: value_after(ttl, "enabled        =") == "true",
+        default_table: value_after(t, "default =").into(),
+    }
+}
+
+fn repo_file(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
+}
+
+fn templates_match_created_table(place: &Place) {
+    // The table the code creates...
+    place.ok(&["table", "create"]);
+    let d = &place.json_lines(&["table", "describe"])[0];
+    let created = TemplateFacts {
+        key: d["key_schema"][0]["name"].as_str().unwrap().into(),
+        key_type: d["key_schema"][0]["key_type"].as_str().unwrap().into(),
+        attribute_type: d["key_schema"][0]["type"].as_str().unwrap().into(),
+        billing: d["billing_mode"].as_str().unwrap().into(),
+        ttl_attribute: d["ttl_attribute"].as_str().unwrap().into(),
+        ttl_enabled: d["ttl_status"] == "ENABLED",
+        default_table: place.table.clone(),
+    };
+    assert_eq!(d["key_schema"].as_array().unwrap().len(), 1, "{d}");
+    // ... is the table both templates describe.
+    let cf = place.ok(&["table", "template", "--format", "cloudformation"]);
+    let tf = place.ok(&["table", "template", "--format", "terraform"]);
+    assert_eq!(cloudformation_facts(&cf), created);
+    assert_eq!(terraform_facts(&tf), created);
+}
+
+#[test]
+fn committed_templates_are_what_the_tool_prints() {
+    for (format, path) in [
+        ("cloudformation", "deploy/cloudformation.yml"),
+        ("terraform", "deploy/terraform/main.tf"),
+    ] {
+        let printed = bare_cmd()
+            .args(["table", "template", "--format", format])
+            .output()
+            .unwrap();
+        assert!(printed.status.success());
+        let committed = std::fs::read_to_string(repo_file(path)).unwrap();
+        assert_eq!(
+            String::from_utf8(printed.stdout).unwrap(),
+            committed,
+            "{path} differs from `dynacache table template --format {format}`: regenerate it"
+        );
+    }
+}
+
+#[test]
+fn unreachable_endpoint_is_explained() {
+    for args in [
+        &["ls"][..],
+        &["kv", "get", "x"],
+        &["table", "describe"],
+        &["demo"],
+    ] {
+        let out = bare_cmd()
+            .args(["--endpoint-url", "http://127.0.0.1:9"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(4), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("cannot reach DynamoDB"), "{err}");
+        assert!(err.contains("hint: is the endpoint running?"), "{err}");
+    }
+}
+
+#[test]
+fn missing_credentials_are_explained() {
+    let home = tempfile::tempdir().unwrap();
+    let out = bare_cmd()
+        .env_clear()
+        .env("HOME", home.path())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .args(["--aws", "--region", "us-east-1", "ls"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no usable AWS credentials"), "{err}");
+    assert!(err.contains("hint: set AWS_PROFILE"), "{err}");
+}
+
+#[test]
+fn every_subcommand_has_help_with_an_example() {
+    let subcommands: &[&[&str]] = &[
+        &["demo"],
+        &["get"],
+        &["ls"],
+        &["show"],
+        &["stats"],
+        &["rm"],
+        &["purge"],
+        &["clear"],
+        &["kv", "get"],
+        &["kv", "set"],
+        &["kv", "del"],
+        &["kv", "ls"],
+        &["table", "create"],
+        &["table", "describe"],
+        &["table", "validate"],
+        &["table", "delete"],
+        &["table", "template"],
+    ];
+    for sub in subcommands {
+        let out = bare_cmd().args(*sub).arg("--help").output().unwrap();
+        assert!(out.status.success(), "{sub:?}");
+        let help = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            help.contains("Example:"),
+            "{sub:?} --help has no example:\n{help}"
+        );
+        assert!(
+            help.contains("--table"),
+            "{sub:?}: connection options are global"
+        );
+    }
+    let out = bare_cmd().arg("--help").output().unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    assert!(help.contains("Exit codes"), "{help}");
+}
+
+#[test]
+fn bad_usage_is_exit_code_2() {
+    let out = bare_cmd()
+        .args(["ls", "--sort", "sideways"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = bare_cmd().args(["frobnicate"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn quiet_and_verbose_control_what_goes_to_stderr() {
+    let place = Place::embedded();
+    let loud = place.run(&["kv", "set", "k", "v"]);
+    assert!(String::from_utf8_lossy(&loud.stderr).contains("stored \"k\""));
+    let quiet = place.run(&["-q", "kv", "set", "k", "v"]);
+    assert!(quiet.status.success());
+    assert_eq!(String::from_utf8_lossy(&quiet.stderr), "");
+    let verbose = place.run(&["-vv", "kv", "get", "k"]);
+    assert!(verbose.status.success());
+    assert!(
+        String::from_utf8_lossy(&verbose.stderr).contains("DEBUG"),
+        "-vv shows debug logs: {}",
+        String::from_utf8_lossy(&verbose.stderr)
+    );
+    // No colour codes when stderr is not a terminal, whatever the level.
+    assert!(!String::from_utf8_lossy(&verbose.stderr).contains('\x1b'));
+}
+
+#[test]
+fn the_embedded_file_comes_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("from-env.db");
+    let mut cmd = bare_cmd();
+    cmd.env("DYNACACHE_EMBEDDED_FILE", &file)
+        .args(["kv", "set", "k", "1"]);
+    assert!(cmd.output().unwrap().status.success());
+    assert!(
+        file.exists(),
+        "the embedded engine persisted to {}",
+        file.display()
+    );
+    let out = bare_cmd()
+        .env("DYNACACHE_EMBEDDED_FILE", &file)
+        .args(["kv", "get", "k"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+}

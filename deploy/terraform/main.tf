@@ -1,0 +1,29 @@
+# The DynamoDB table dynacache expects (what `dynacache table create` makes).
+variable "table_name" {
+  type    = string
+  default = "dynacache"
+}
+
+resource "aws_dynamodb_table" "cache" {
+  name         = var.table_name
+  billing_mode = "PAY_PER_REQUEST"
+  hash_key     = "key"
+
+  attribute {
+    name = "key"
+    type = "S"
+  }
+
+  ttl {
+    attribute_name = "ttl"
+    enabled        = true
+  }
+}
+
+output "table_name" {
+  value = aws_dynamodb_table.cache.name
+}
+
+output "table_arn" {
+  value = aws_dynamodb_table.cache.arn
+}
