@@ -31,6 +31,8 @@ struct Seen {
     deleted: BTreeSet<String>,
     read_keys: BTreeSet<String>,
     unprocessed_rounds: u32,
+    /// `ConsistentRead` of each GetItem.
+    consistent_gets: Vec<bool>,
 }
 
 struct FakeDynamo {
@@ -147,7 +149,11 @@ fn answer(script: Script, seen: &Mutex<Seen>, headers: &HeaderMap, body: &[u8]) 
             json_response(StatusCode::OK, out)
         }
         // A miss for single-item reads.
-        "GetItem" => json_response(StatusCode::OK, json!({})),
+        "GetItem" => {
+            let consistent = request["ConsistentRead"].as_bool().unwrap_or(false);
+            seen.consistent_gets.push(consistent);
+            json_response(StatusCode::OK, json!({}))
+        }
         other => json_response(
             StatusCode::BAD_REQUEST,
             json!({
@@ -279,4 +285,23 @@ async fn a_throttled_table_never_fails_an_http_request() {
         assert_eq!(res.text().await.unwrap(), "origin body");
     }
     assert!(cache.stats().storage_errors >= 2, "{:?}", cache.stats());
+}
+
+#[tokio::test]
+async fn reads_are_eventually_consistent_unless_asked_otherwise() {
+    // Local engines are always consistent, so only the request itself shows the setting.
+    let fake = start(Script::UnprocessedThenDone(0)).await;
+    let eventual = cache_on(&fake).await;
+    assert_eq!(eventual.get::<u32>("k").await.unwrap(), None);
+    let strong_table = Table::builder()
+        .endpoint_url(&fake.url)
+        .name("faults")
+        .policy(TablePolicy::AssumeExists)
+        .consistent_reads(true)
+        .open()
+        .await
+        .unwrap();
+    let strong = Cache::new(strong_table).unwrap();
+    assert_eq!(strong.get::<u32>("k").await.unwrap(), None);
+    assert_eq!(fake.seen.lock().unwrap().consistent_gets, [false, true]);
 }

@@ -28,6 +28,7 @@ conformance!(
     read_only_and_disabled_caches_never_write,
     concurrent_misses_send_one_request_to_the_origin,
     a_20_megabyte_body_is_cached_and_served_like_a_small_one,
+    expires_headers_date_responses,
     bodies_over_the_maximum_pass_through_uncached,
     binary_bodies_and_non_utf8_headers_round_trip,
     corrupt_items_are_misses_and_the_request_goes_to_the_origin,
@@ -298,6 +299,12 @@ mod suite {
         assert_eq!(get("en").await, (true, "hello in en".into()));
         assert_eq!(get("fr").await, (true, "hello in fr".into()));
         assert_eq!(e.origin.count("/vary"), 2);
+        // Deleting the URL deletes every variant, not only the index that names them.
+        let cache = e.client.cache();
+        assert_eq!(cache.response_count().await.unwrap(), 2);
+        assert_eq!(cache.delete_urls([e.origin.url("/vary")]).await.unwrap(), 2);
+        assert_eq!(cache.response_count().await.unwrap(), 0);
+        assert_eq!(get("en").await, (false, "hello in en".into()));
         e.get("/vary-star").await;
         assert!(
             !e.get("/vary-star").await.1,
@@ -594,12 +601,34 @@ mod suite {
 
     pub async fn a_20_megabyte_body_is_cached_and_served_like_a_small_one(table: Table) {
         let e = env(table, |b| b).await;
-        let path = format!("/large/{}", 20 * 1024 * 1024);
-        let (_, _, first, _) = e.get(&path).await;
-        let (_, hit, second, _) = e.get(&path).await;
-        assert!(hit);
-        assert_eq!(first.len(), 20 * 1024 * 1024);
-        assert!(first == second, "byte-exact");
+        // A compressible one (stored compressed) and an incompressible one (stored in chunks).
+        for path in [
+            format!("/large/{}", 20 * 1024 * 1024),
+            format!("/random/{}", 20 * 1024 * 1024),
+        ] {
+            let (_, _, first, _) = e.get(&path).await;
+            let (_, hit, second, _) = e.get(&path).await;
+            assert!(hit, "{path}");
+            assert_eq!(first.len(), 20 * 1024 * 1024);
+            assert!(first == second, "byte-exact: {path}");
+        }
+        let stats = e.client.cache().storage_stats().await.unwrap();
+        assert_eq!(stats.chunked_entries, 1, "{stats:?}");
+        assert!(
+            stats.chunk_items >= 20 * 1024 * 1024 / (350 * 1024),
+            "{stats:?}"
+        );
+        assert_eq!(e.origin.count(&format!("/random/{}", 20 * 1024 * 1024)), 1);
+    }
+
+    pub async fn expires_headers_date_responses(table: Table) {
+        let e = env(table, |b| b.expire_after(ExpireAfter::Never)).await;
+        e.get("/expires/30").await;
+        e.advance(20);
+        assert!(e.get("/expires/30").await.1, "fresh until Expires");
+        e.advance(15);
+        assert!(!e.get("/expires/30").await.1, "fetched again after Expires");
+        assert_eq!(e.origin.count("/expires/30"), 2);
     }
 
     pub async fn bodies_over_the_maximum_pass_through_uncached(table: Table) {
@@ -744,6 +773,24 @@ mod suite {
             "the final URL is kept"
         );
         assert_eq!(e.origin.count("/redirect"), 1);
+        // Another process (another cache on the same table) asking for the final URL is served
+        // through the alias stored in the table.
+        let other = HttpCache::builder()
+            .clock(e.clock.clone())
+            .build(e.table.clone())
+            .unwrap();
+        let other = CachedClient::new(reqwest::Client::new(), other);
+        let res = other.get(e.origin.url("/json")).send().await.unwrap();
+        assert!(res.from_cache(), "the alias names the stored response");
+        assert_eq!(
+            res.text().await.unwrap(),
+            r#"{"id": 1, "price": 12.5, "tags": ["a", "b"]}"#
+        );
+        assert_eq!(
+            e.origin.count("/json"),
+            1,
+            "only the first redirect reached /json"
+        );
     }
 
     pub async fn huge_header_sets_are_stored_and_served(table: Table) {

@@ -538,7 +538,7 @@ mod suite {
             .unwrap();
         c_uncompressed
             .set_many(
-                (0..400).map(|i| (format!("k{i:03}"), &value)),
+                (0..1200).map(|i| (format!("k{i:04}"), &value)),
                 Expiry::Default,
             )
             .await
@@ -550,8 +550,9 @@ mod suite {
         .await
         .unwrap();
         clock.advance(Duration::from_secs(6));
-        // 400 values of 6,000 bytes are 2.4 MB: more than two 1 MB scan pages.
-        assert_eq!(c.len().await.unwrap(), 400);
+        // 1,200 values of 6,000 bytes are 7.2 MB: with the default four parallel scan segments,
+        // each segment holds about 1.8 MB, more than one 1 MB page.
+        assert_eq!(c.len().await.unwrap(), 1200);
         let mut keys: Vec<String> = c
             .keys()
             .map_ok(|k| k.to_string())
@@ -559,8 +560,11 @@ mod suite {
             .await
             .unwrap();
         keys.sort();
-        let want: Vec<String> = (0..400).map(|i| format!("k{i:03}")).collect();
+        let want: Vec<String> = (0..1200).map(|i| format!("k{i:04}")).collect();
         assert_eq!(keys, want);
+        // And `clear` deletes past the first page of every segment too.
+        assert_eq!(c.clear().await.unwrap(), 1250);
+        assert_eq!(c.len().await.unwrap(), 0);
     }
 
     pub async fn values_of_zero_and_399_kilobytes_round_trip(table: Table) {

@@ -191,23 +191,62 @@ impl HttpCache {
         Some(Request::new(Method::GET, url::Url::parse(url).ok()?))
     }
 
-    /// Deletes responses by key (with their `Vary` variants' index, if any). Returns how many
-    /// were there.
+    /// Deletes responses by key. A key whose item is a `Vary` index (a response stored in
+    /// variants) takes every variant with it, found with one scan of the variants' prefixes for
+    /// the whole call. Returns how many responses were there.
     pub async fn delete_keys<S: AsRef<str>>(
         &self,
         keys: impl IntoIterator<Item = S>,
     ) -> Result<u64> {
         let store = &self.inner.store;
         let keys: Vec<String> = keys.into_iter().map(|k| k.as_ref().to_owned()).collect();
-        let deleted: Vec<bool> = futures::stream::iter(keys)
+        let removed: Vec<(String, Option<Item>)> = futures::stream::iter(keys)
             .map(|k| async move {
                 let key = store.key(k.as_bytes())?;
-                Ok::<bool, crate::Error>(store.remove(&key).await?.is_some())
+                Ok::<_, crate::Error>((k, store.remove(&key).await?))
             })
             .buffer_unordered(16)
             .try_collect()
             .await?;
-        Ok(deleted.into_iter().filter(|d| *d).count() as u64)
+        let ns = self.namespace();
+        let mut deleted = 0u64;
+        let mut variant_prefixes = Vec::new();
+        for (key, item) in &removed {
+            match item {
+                Some(item) if document::vary_names(item).is_some() => {
+                    variant_prefixes.push(format!("{ns}:{key}."));
+                }
+                Some(_) => deleted += 1,
+                None => {}
+            }
+        }
+        if !variant_prefixes.is_empty() {
+            let variants: Vec<String> = self
+                .table()
+                .scan(ScanSpec {
+                    prefixes: variant_prefixes,
+                    projection: vec![],
+                    all_attributes: false,
+                })
+                .try_filter_map(|item| {
+                    let key = get_s(&item, self.table().key_attribute())
+                        .and_then(|pk| pk.get(ns.len() + 1..))
+                        .map(str::to_owned);
+                    futures::future::ready(Ok(key))
+                })
+                .try_collect()
+                .await?;
+            let gone: Vec<bool> = futures::stream::iter(variants)
+                .map(|k| async move {
+                    let key = store.key(k.as_bytes())?;
+                    Ok::<bool, crate::Error>(store.remove(&key).await?.is_some())
+                })
+                .buffer_unordered(16)
+                .try_collect()
+                .await?;
+            deleted += gone.into_iter().filter(|g| *g).count() as u64;
+        }
+        Ok(deleted)
     }
 
     /// Deletes the responses to `GET url` for each URL.

@@ -188,6 +188,42 @@ async fn handle(
                 body,
             )
         }
+        ["random", n] => {
+            // Incompressible (xorshift), so that a large one is stored in chunks.
+            let n: usize = n.parse().unwrap();
+            let mut state = 0x2545_F491_4F6C_DD1Du64;
+            let mut body = Vec::with_capacity(n + 8);
+            while body.len() < n {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                body.extend_from_slice(&state.to_le_bytes());
+            }
+            body.truncate(n);
+            response(
+                StatusCode::OK,
+                &[
+                    ("content-type", "application/octet-stream".into()),
+                    ("cache-control", "max-age=600".into()),
+                ],
+                body,
+            )
+        }
+        ["expires", secs] => {
+            let now = std::time::SystemTime::now();
+            let secs: u64 = secs.parse().unwrap();
+            response(
+                StatusCode::OK,
+                &[
+                    ("date", httpdate::fmt_http_date(now)),
+                    (
+                        "expires",
+                        httpdate::fmt_http_date(now + Duration::from_secs(secs)),
+                    ),
+                ],
+                "dated by Expires",
+            )
+        }
         ["binary"] => response(
             StatusCode::OK,
             &[("content-type", "application/octet-stream".into())],
