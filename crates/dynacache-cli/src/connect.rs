@@ -40,7 +40,13 @@ pub struct Connection {
     #[arg(long, global = true, env = "AWS_ENDPOINT_URL_DYNAMODB")]
     pub endpoint_url: Option<String>,
     /// Use AWS DynamoDB (credentials from the standard chain).
-    #[arg(long, global = true, env = "DYNACACHE_AWS")]
+    #[arg(
+        long,
+        global = true,
+        env = "DYNACACHE_AWS",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub aws: bool,
     /// The AWS region.
     #[arg(long, global = true, env = "AWS_REGION")]

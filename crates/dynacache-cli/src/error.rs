@@ -72,7 +72,7 @@ impl CliError {
                 format!("access denied: {message}"),
                 EXIT_UNREACHABLE,
             )
-            .hint("the IAM policy needs the dynamodb actions listed in the README (Table section)"),
+            .hint("the IAM policy needs the dynamodb actions listed in the README, section \"Permissions, and AWS Lambda\""),
             E::Embedded { message } => CliError::new(
                 format!("the embedded engine could not start: {message}"),
                 EXIT_ERROR,

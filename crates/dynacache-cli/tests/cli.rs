@@ -262,6 +262,26 @@ fn inspect_after_demo(place: &Place) {
     );
     assert_eq!(ls(&["--url", "*greeting*"]).len(), 2);
     assert_eq!(ls(&["--status", "404"]).len(), 0);
+    assert_eq!(ls(&["--status", "200"]).len(), 6);
+    let by_expiry = ls(&["--sort", "expires"]);
+    assert!(
+        by_expiry[0]["url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/api/profile"),
+        "the response that expired at once comes first: {by_expiry:?}"
+    );
+    let expiries: Vec<u64> = by_expiry
+        .iter()
+        .map(|e| e["expires"].as_u64().unwrap())
+        .collect();
+    assert!(expiries.windows(2).all(|w| w[0] <= w[1]), "{expiries:?}");
+    let by_created = ls(&["--sort", "created"]);
+    let created: Vec<u64> = by_created
+        .iter()
+        .map(|e| e["created"].as_u64().unwrap())
+        .collect();
+    assert!(created.windows(2).all(|w| w[0] <= w[1]), "{created:?}");
     let expired = ls(&["--expired"]);
     assert_eq!(
         expired.len(),
@@ -298,6 +318,23 @@ fn inspect_after_demo(place: &Place) {
         .to_owned();
     let shown = ok(&["show", &archive_key]);
     assert!(shown.contains("(binary, 2.0 MiB; first bytes:"), "{shown}");
+    let whole = place.run(&["--namespace", "demo", "show", &archive_key, "--body"]);
+    assert!(whole.status.success());
+    assert!(
+        whole.stdout.len() > 2 * 1024 * 1024,
+        "--body prints the binary body whole ({} bytes)",
+        whole.stdout.len()
+    );
+    let shown = ok(&["show", &catalog]);
+    assert!(
+        shown.contains("--body prints it whole"),
+        "a 25 KiB text body is cut: {shown}"
+    );
+    let shown_whole = ok(&["show", &catalog, "--body"]);
+    assert!(
+        shown_whole.trim_end().ends_with("]}"),
+        "the whole JSON body"
+    );
     let shown_json = json_lines(&ok(&["show", &catalog, "--json"]));
     assert!(
         shown_json[0]["body"]
@@ -359,6 +396,19 @@ fn inspect_after_demo(place: &Place) {
         out.contains("deleted 0 responses"),
         "nothing is an hour old: {out}"
     );
+    let out = ok(&["purge", "--url", "*/home", "--expired"]);
+    assert!(
+        out.contains("deleted 0 responses"),
+        "every criterion given must match (home is fresh): {out}"
+    );
+    let dry = ok(&["purge", "--older-than", "0s", "--dry-run"]);
+    assert_eq!(
+        dry.lines()
+            .filter(|l| l.starts_with("would delete"))
+            .count(),
+        1,
+        "{dry}"
+    );
     let err = fails(&["purge"], 2);
     assert!(err.contains("--expired"), "{err}");
     assert_eq!(ls(&[]).len(), 1);
@@ -393,6 +443,27 @@ fn start_origin() -> (String, std::sync::Arc<AtomicU32>) {
                     get(move || {
                         counter.fetch_add(1, Ordering::SeqCst);
                         async { ([("cache-control", "max-age=600")], "fresh body\n") }
+                    }),
+                )
+                .route(
+                    "/etag",
+                    get(|headers: axum::http::HeaderMap| async move {
+                        let etag = "\"e1\"";
+                        if headers
+                            .get("if-none-match")
+                            .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+                        {
+                            return (
+                                axum::http::StatusCode::NOT_MODIFIED,
+                                [("etag", etag), ("cache-control", "max-age=600")],
+                                "",
+                            );
+                        }
+                        (
+                            axum::http::StatusCode::OK,
+                            [("etag", etag), ("cache-control", "max-age=600")],
+                            "tagged",
+                        )
                     }),
                 )
                 .route(
@@ -434,6 +505,13 @@ fn get_through_cache(place: &Place) {
     let forced = place.json_lines(&["get", &url, "--force-refresh"]);
     assert_eq!(forced[0]["outcome"], "miss");
     assert_eq!(hits.load(Ordering::SeqCst), 2);
+    // --refresh revalidates a fresh response.
+    let tagged = format!("{origin}/etag");
+    assert_eq!(place.json_lines(&["get", &tagged])[0]["outcome"], "miss");
+    assert_eq!(place.json_lines(&["get", &tagged])[0]["outcome"], "hit");
+    let refreshed = place.json_lines(&["get", &tagged, "--refresh"]);
+    assert_eq!(refreshed[0]["outcome"], "revalidated", "{refreshed:?}");
+    assert_eq!(refreshed[0]["size"], 6);
     let err = place.fails(&["get", &format!("{origin}/never"), "--only-if-cached"], 3);
     assert!(err.contains("not in the cache"), "{err}");
 
@@ -470,6 +548,11 @@ fn kv_commands(place: &Place) {
         .collect();
     assert_eq!(keys, ["greeting", "limits"]);
     assert_eq!(place.ok(&["kv", "ls"]), "greeting\nlimits\n");
+
+    // --ttl: expired values are misses (checked on read, whatever DynamoDB's sweeper does).
+    place.ok(&["kv", "set", "brief", "1", "--ttl", "1s"]);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    place.fails(&["kv", "get", "brief"], 3);
 
     let out = place.ok(&["kv", "del", "limits", "absent"]);
     assert!(out.contains("deleted 1 of 2"), "{out}");
@@ -840,4 +923,94 @@ fn the_embedded_file_comes_from_the_environment() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+}
+
+#[test]
+fn environment_variables_configure_the_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("env.db");
+    let with_env = || {
+        let mut cmd = bare_cmd();
+        cmd.env("DYNACACHE_EMBEDDED_FILE", &file)
+            .env("DYNACACHE_TABLE", "from_env")
+            .env("DYNACACHE_KV_NAMESPACE", "envns")
+            .env("DYNACACHE_NAMESPACE", "envhttp");
+        cmd
+    };
+    assert!(
+        with_env()
+            .args(["kv", "set", "a", "1"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let flags = |ns: &str| {
+        let mut cmd = bare_cmd();
+        cmd.args([
+            "--embedded-file",
+            file.to_str().unwrap(),
+            "--table",
+            "from_env",
+        ])
+        .args(["--kv-namespace", ns, "kv", "get", "a"]);
+        cmd
+    };
+    let out = flags("envns").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "1",
+        "same table, same namespace"
+    );
+    assert_eq!(
+        flags("kv").output().unwrap().status.code(),
+        Some(3),
+        "another namespace"
+    );
+    // DYNACACHE_AWS accepts the usual spellings of yes and no.
+    for (value, code) in [("1", 4), ("yes", 4), ("0", 0)] {
+        let home = tempfile::tempdir().unwrap();
+        let out = with_env()
+            .env("HOME", home.path())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env("DYNACACHE_AWS", value)
+            .args(["--region", "us-east-1", "kv", "get", "a"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "DYNACACHE_AWS={value}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // AWS_ENDPOINT_URL_DYNAMODB points at another engine.
+    if let Ok(url) = std::env::var("DYNACACHE_TEST_DYNAMODB_LOCAL") {
+        let table = format!("env_{}", std::process::id());
+        let out = bare_cmd()
+            .env("AWS_ENDPOINT_URL_DYNAMODB", &url)
+            .env("DYNACACHE_TABLE", &table)
+            .args(["table", "create"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = bare_cmd()
+            .args([
+                "--endpoint-url",
+                &url,
+                "--table",
+                &table,
+                "table",
+                "validate",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "the table is on DynamoDB Local");
+    }
 }
