@@ -383,13 +383,12 @@ pub async fn stats(conn: &Connection, out: &Output) -> Result<(), CliError> {
         .await
         .map_err(|e| CliError::storage(e, conn))?;
     bar.finish_and_clear();
-    let responses = cache
-        .response_count()
-        .await
-        .map_err(|e| CliError::storage(e, conn))?;
-    let body_bytes: u64 = cache
+    // One more scan, of the listed attributes only, for the responses and their body sizes.
+    let (responses, body_bytes) = cache
         .entries()
-        .try_fold(0u64, |acc, e| futures::future::ready(Ok(acc + e.size)))
+        .try_fold((0u64, 0u64), |(n, bytes), e| {
+            futures::future::ready(Ok((n + 1, bytes + e.size)))
+        })
         .await
         .map_err(|e| CliError::storage(e, conn))?;
     let cost = s.monthly_cost(0.25);

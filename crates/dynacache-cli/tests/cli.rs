@@ -1014,3 +1014,52 @@ fn environment_variables_configure_the_connection() {
         assert!(out.status.success(), "the table is on DynamoDB Local");
     }
 }
+
+/// A stand-in for DynamoDB that refuses every call, as IAM does without the right policy (no
+/// engine can be made to do this on demand).
+fn start_refusing_endpoint() -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            let app = axum::Router::new().fallback(|| async {
+                (
+                    axum::http::StatusCode::BAD_REQUEST,
+                    [("content-type", "application/x-amz-json-1.0")],
+                    r#"{"__type":"com.amazon.coral.service#AccessDeniedException","message":"User: arn:aws:iam::123456789012:user/ci is not authorized to perform: dynamodb:DescribeTable"}"#,
+                )
+            });
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    format!("http://{}", rx.recv().unwrap())
+}
+
+#[test]
+fn access_denied_is_explained() {
+    let url = start_refusing_endpoint();
+    for args in [
+        &["ls"][..],
+        &["kv", "set", "k", "v"],
+        &["table", "validate"],
+    ] {
+        let out = bare_cmd()
+            .args(["--endpoint-url", &url])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(4), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("access denied"), "{err}");
+        assert!(
+            err.contains("not authorized to perform: dynamodb:DescribeTable"),
+            "{err}"
+        );
+        assert!(err.contains("Permissions, and AWS Lambda"), "{err}");
+    }
+}
