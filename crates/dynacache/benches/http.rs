@@ -112,8 +112,12 @@ async fn run(engine: &str, table: Table, base: &str, rows: &mut Vec<String>) {
     }
     let raw_cpu = (cpu_time() - c) / n;
     let (h, r) = (median(hits), median(raws));
+    // What one hit costs: the capacity of the GetItem it makes.
+    let before = table.consumed_capacity().read_units;
+    hit().await;
+    let read_units = table.consumed_capacity().read_units - before;
     rows.push(format!(
-        "| {engine} | {size} B JSON | {:.3} | {:.3} | {:.2}x | {:.3} | {:.3} |",
+        "| {engine} | {size} B JSON | {:.3} | {:.3} | {:.2}x | {:.3} | {:.3} | {read_units} |",
         h.as_secs_f64() * 1e3,
         r.as_secs_f64() * 1e3,
         h.as_secs_f64() / r.as_secs_f64(),
@@ -145,8 +149,8 @@ fn main() {
                 .unwrap();
             run("DynamoDB Local", local, &base, &mut rows).await;
         }
-        println!("| engine | response | hit median ms | raw GetItem median ms | hit / raw | CPU per hit ms | CPU per raw GetItem ms |");
-        println!("|---|---|---|---|---|---|---|");
+        println!("| engine | response | hit median ms | raw GetItem median ms | hit / raw | CPU per hit ms | CPU per raw GetItem ms | read units per hit |");
+        println!("|---|---|---|---|---|---|---|---|");
         for r in rows {
             println!("{r}");
         }

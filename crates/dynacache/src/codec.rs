@@ -4,6 +4,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
+use std::cell::RefCell;
 
 use crate::error::{Error, Result};
 
@@ -36,8 +37,7 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     if let Some(min) = compress_from
         && data.len() >= min
     {
-        let compressed =
-            zstd::bulk::compress(&data, ZSTD_LEVEL).map_err(|e| Error::Serialize(Box::new(e)))?;
+        let compressed = zstd_compress(&data).map_err(|e| Error::Serialize(Box::new(e)))?;
         // Keep it only when it saves at least 1/16 of the size: decompression is not free.
         if compressed.len() + data.len() / 16 < data.len() {
             return Ok(Encoded::Bytes {
@@ -112,8 +112,38 @@ fn decompress(key: &str, data: &[u8], max_size: usize) -> Result<Vec<u8>> {
             format!("compressed value claims {size} bytes, over the {max_size} byte limit"),
         ));
     }
-    zstd::bulk::decompress(data, size as usize)
+    zstd_decompress(data, size as usize)
         .map_err(|e| Error::corrupt(key, format!("compressed value does not decode: {e}")))
+}
+
+thread_local! {
+    // zstd contexts hold sizeable buffers: made once per thread, not once per value.
+    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+fn zstd_compress(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    COMPRESSOR.with(|slot| {
+        let mut ctx = match slot.borrow_mut().take() {
+            Some(ctx) => ctx,
+            None => zstd::bulk::Compressor::new(ZSTD_LEVEL)?,
+        };
+        let out = ctx.compress(data);
+        *slot.borrow_mut() = Some(ctx);
+        out
+    })
+}
+
+fn zstd_decompress(data: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|slot| {
+        let mut ctx = match slot.borrow_mut().take() {
+            Some(ctx) => ctx,
+            None => zstd::bulk::Decompressor::new()?,
+        };
+        let out = ctx.decompress(data, capacity);
+        *slot.borrow_mut() = Some(ctx);
+        out
+    })
 }
 
 /// Raw bytes (HTTP bodies), as written.
@@ -125,7 +155,7 @@ pub(crate) const FORMAT_RAW_ZSTD: &str = "bz";
 pub(crate) fn encode_bytes(data: Vec<u8>, compress_from: Option<usize>) -> (&'static str, Vec<u8>) {
     if let Some(min) = compress_from
         && data.len() >= min
-        && let Ok(compressed) = zstd::bulk::compress(&data, ZSTD_LEVEL)
+        && let Ok(compressed) = zstd_compress(&data)
         && compressed.len() + data.len() / 16 < data.len()
     {
         return (FORMAT_RAW_ZSTD, compressed);

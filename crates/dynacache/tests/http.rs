@@ -29,6 +29,7 @@ conformance!(
     concurrent_misses_send_one_request_to_the_origin,
     a_20_megabyte_body_is_cached_and_served_like_a_small_one,
     expires_headers_date_responses,
+    small_text_bodies_are_readable_and_larger_ones_compressed,
     bodies_over_the_maximum_pass_through_uncached,
     binary_bodies_and_non_utf8_headers_round_trip,
     corrupt_items_are_misses_and_the_request_goes_to_the_origin,
@@ -101,13 +102,17 @@ mod suite {
         }
 
         async fn raw(&self, key: &str) -> HashMap<String, AttributeValue> {
+            self.raw_in("http", key).await
+        }
+
+        async fn raw_in(&self, namespace: &str, key: &str) -> HashMap<String, AttributeValue> {
             self.table
                 .client()
                 .get_item()
                 .table_name(self.table.name())
                 .key(
                     self.table.key_attribute(),
-                    AttributeValue::S(format!("http:{key}")),
+                    AttributeValue::S(format!("{namespace}:{key}")),
                 )
                 .consistent_read(true)
                 .send()
@@ -619,6 +624,35 @@ mod suite {
             "{stats:?}"
         );
         assert_eq!(e.origin.count(&format!("/random/{}", 20 * 1024 * 1024)), 1);
+    }
+
+    pub async fn small_text_bodies_are_readable_and_larger_ones_compressed(table: Table) {
+        let e = env(table.clone(), |b| b).await;
+        let (_, _, small, facts) = e.get("/json").await;
+        let item = e.raw(facts.cache_key.as_deref().unwrap()).await;
+        assert_eq!(item["body"].as_s().unwrap().as_bytes(), small.as_slice());
+        let (_, _, large, facts) = e.get("/json-size/20000").await;
+        assert!(large.len() >= 19_000);
+        let item = e.raw(facts.cache_key.as_deref().unwrap()).await;
+        assert!(
+            !item.contains_key("body"),
+            "20 KB of JSON is not stored as a string"
+        );
+        let stored = item["v"].as_b().unwrap().as_ref().len();
+        assert!(stored < large.len() / 4, "compressed: {stored} bytes");
+        let (_, hit, again, _) = e.get("/json-size/20000").await;
+        assert!(hit);
+        assert_eq!(again, large, "byte-exact");
+        // Readable up to 64 KiB on request.
+        let readable = env(table, |b| {
+            b.namespace("readable").readable_body_max(64 * 1024)
+        })
+        .await;
+        let (_, _, _, facts) = readable.get("/json-size/20000").await;
+        let item = readable
+            .raw_in("readable", facts.cache_key.as_deref().unwrap())
+            .await;
+        assert_eq!(item["body"].as_s().unwrap().len(), large.len());
     }
 
     pub async fn expires_headers_date_responses(table: Table) {

@@ -38,9 +38,6 @@ const BODY_SIZE: &str = "size";
 pub(crate) const SIGNATURE: &str = "sig";
 pub(crate) const VARY: &str = "vary";
 
-/// Bodies up to this size that are UTF-8 text are stored as a readable string.
-const TEXT_BODY_MAX: usize = 64 * 1024;
-
 /// A response as stored.
 #[derive(Debug, Clone)]
 pub(crate) struct StoredResponse {
@@ -171,9 +168,12 @@ fn http_date(ms: i64) -> String {
 
 /// The item attributes of a stored response (besides the common ones), and its payload when
 /// the body is not stored as text.
+/// The item attributes of a stored response, and its body as a payload unless it is UTF-8 text
+/// of at most `readable_max` bytes, stored as a readable string.
 pub(crate) fn to_attributes(
     doc: &StoredResponse,
     compress_from: Option<usize>,
+    readable_max: usize,
 ) -> (Item, Option<crate::kv::Payload>) {
     let mut attrs = Item::from([
         (KIND.to_owned(), s(KIND_RESPONSE)),
@@ -195,7 +195,7 @@ pub(crate) fn to_attributes(
     if let Some(e) = doc.expires_ms {
         attrs.insert(EXPIRES_TEXT.to_owned(), s(http_date(e)));
     }
-    let is_text = doc.body.len() <= TEXT_BODY_MAX
+    let is_text = doc.body.len() <= readable_max
         && !doc.body.is_empty()
         && is_text_type(&doc.headers)
         && !doc.headers.contains_key(http::header::CONTENT_ENCODING);

@@ -164,6 +164,7 @@ pub(crate) struct Settings {
     pub(crate) only_if_cached: bool,
     pub(crate) read_only: bool,
     pub(crate) max_body_size: usize,
+    pub(crate) readable_body_max: usize,
 }
 
 impl fmt::Debug for Settings {
@@ -183,6 +184,7 @@ impl fmt::Debug for Settings {
             .field("only_if_cached", &self.only_if_cached)
             .field("read_only", &self.read_only)
             .field("max_body_size", &self.max_body_size)
+            .field("readable_body_max", &self.readable_body_max)
             .finish_non_exhaustive()
     }
 }
@@ -209,6 +211,7 @@ impl Default for Settings {
             only_if_cached: false,
             read_only: false,
             max_body_size: 64 * 1024 * 1024,
+            readable_body_max: 4 * 1024,
         }
     }
 }

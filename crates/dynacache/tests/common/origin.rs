@@ -188,6 +188,19 @@ async fn handle(
                 body,
             )
         }
+        ["json-size", n] => {
+            let n: usize = n.parse().unwrap();
+            let mut body = String::from("[");
+            let mut i = 0;
+            while body.len() + 64 < n {
+                body.push_str(&format!(
+                    r#"{{"id": {i}, "name": "item {i}", "in_stock": true}},"#
+                ));
+                i += 1;
+            }
+            body.push_str(r#"{"end": true}]"#);
+            response(StatusCode::OK, &[json()], body)
+        }
         ["random", n] => {
             // Incompressible (xorshift), so that a large one is stored in chunks.
             let n: usize = n.parse().unwrap();
