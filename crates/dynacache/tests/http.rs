@@ -30,6 +30,7 @@ conformance!(
     a_20_megabyte_body_is_cached_and_served_like_a_small_one,
     expires_headers_date_responses,
     small_text_bodies_are_readable_and_larger_ones_compressed,
+    a_304_for_a_chunked_body_re_dates_its_chunks_without_rewriting_them,
     bodies_over_the_maximum_pass_through_uncached,
     binary_bodies_and_non_utf8_headers_round_trip,
     corrupt_items_are_misses_and_the_request_goes_to_the_origin,
@@ -653,6 +654,70 @@ mod suite {
             .raw_in("readable", facts.cache_key.as_deref().unwrap())
             .await;
         assert_eq!(item["body"].as_s().unwrap().len(), large.len());
+    }
+
+    pub async fn a_304_for_a_chunked_body_re_dates_its_chunks_without_rewriting_them(table: Table) {
+        let e = env(table.clone(), |b| b).await;
+        let path = "/random-etag/1500000";
+        let (_, _, body, facts) = e.get(path).await;
+        let key = facts.cache_key.unwrap();
+        let head = e.raw(&key).await;
+        let version = head["cv"].as_s().unwrap().clone();
+        let chunk = |ttl_of: &'static str| {
+            let table = table.clone();
+            let version = version.clone();
+            async move {
+                let item = table
+                    .client()
+                    .get_item()
+                    .table_name(table.name())
+                    .key(
+                        table.key_attribute(),
+                        AttributeValue::S(format!("http!{version}!0")),
+                    )
+                    .consistent_read(true)
+                    .send()
+                    .await
+                    .unwrap()
+                    .item
+                    .unwrap_or_else(|| panic!("chunk 0 of {version} ({ttl_of})"));
+                item[table.ttl_attribute()].as_n().unwrap().clone()
+            }
+        };
+        assert_eq!(
+            &chunk("stored").await,
+            head[table.ttl_attribute()].as_n().unwrap()
+        );
+        e.advance(3600);
+        let (_, hit, again, facts) = e.get(path).await;
+        assert!(hit && facts.revalidated, "a 304 refreshed it: {facts:?}");
+        assert!(again == body, "byte-exact");
+        let after = e.raw(&key).await;
+        assert_eq!(
+            after["cv"].as_s().unwrap(),
+            &version,
+            "the chunks were not rewritten"
+        );
+        let new_ttl = after[table.ttl_attribute()].as_n().unwrap();
+        assert_ne!(new_ttl, head[table.ttl_attribute()].as_n().unwrap());
+        assert_eq!(
+            &chunk("after the 304").await,
+            new_ttl,
+            "the chunks follow the head's TTL"
+        );
+        // reset_expiration re-dates the chunks too.
+        e.client
+            .cache()
+            .reset_expiration(ExpireAfter::After(Duration::from_secs(7 * 86400)))
+            .await
+            .unwrap();
+        let reset = e.raw(&key).await;
+        assert_eq!(
+            &chunk("after reset_expiration").await,
+            reset[table.ttl_attribute()].as_n().unwrap()
+        );
+        assert!(e.get(path).await.1);
+        assert_eq!(e.origin.count(path), 2);
     }
 
     pub async fn expires_headers_date_responses(table: Table) {

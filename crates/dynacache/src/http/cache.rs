@@ -418,7 +418,8 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
 pub(super) struct Found {
     pub(super) key: String,
     pub(super) doc: StoredResponse,
-    chunked: bool,
+    /// For a body stored in chunks: the head's chunk version and count, to re-date the chunks.
+    chunk_head: Option<crate::table::item::Item>,
 }
 
 /// What the request's own `Cache-Control` asks for.
@@ -748,7 +749,16 @@ impl HttpCache {
                 }
             }
         };
-        let chunked = item.contains_key(crate::table::item::CHUNK_VERSION);
+        let chunk_head = item
+            .contains_key(crate::table::item::CHUNK_VERSION)
+            .then(|| {
+                item.iter()
+                    .filter(|(k, _)| {
+                        *k == crate::table::item::CHUNK_VERSION || *k == crate::table::item::CHUNKS
+                    })
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            });
         let doc = document::from_item(&key, &item, payload, self.inner.settings.max_body_size)?;
         if !self.inner.secret_keys.is_empty() {
             let signature = crate::table::item::get_b(&item, document::SIGNATURE);
@@ -775,7 +785,11 @@ impl HttpCache {
             }
             return Ok(None);
         }
-        Ok(Some(Found { key, doc, chunked }))
+        Ok(Some(Found {
+            key,
+            doc,
+            chunk_head,
+        }))
     }
 
     async fn read(&self, key: &str) -> Result<Option<(crate::table::item::Item, Option<Payload>)>> {
@@ -1029,7 +1043,7 @@ impl HttpCache {
     }
 
     /// Merges a 304's headers into the stored response and stores the new headers and expiry,
-    /// without rewriting the body (unless the body is chunked, whose chunks carry the TTL).
+    /// without rewriting the body (a chunked body's chunks get the new TTL, and nothing else).
     async fn apply_not_modified(
         &self,
         found: &Found,
@@ -1051,10 +1065,15 @@ impl HttpCache {
             .unwrap_or(Some(now));
         doc.expires_ms = expires;
         if !self.inner.settings.read_only {
-            let result = if found.chunked {
-                self.write(&found.key, &found.key, &[], &doc).await
-            } else {
-                self.update_metadata(&found.key, &doc).await
+            // Chunks first: a chunk outliving its head is harmless, a head outliving its chunks
+            // is a miss.
+            let retimed = match &found.chunk_head {
+                Some(head) => self.inner.store.retime_chunks(head, doc.expires_ms).await,
+                None => Ok(()),
+            };
+            let result = match retimed {
+                Ok(()) => self.update_metadata(&found.key, &doc).await,
+                Err(e) => Err(e),
             };
             if let Err(e) = result {
                 self.storage_error("updating a revalidated response", &e);
@@ -1063,7 +1082,7 @@ impl HttpCache {
         Found {
             key: found.key.clone(),
             doc,
-            chunked: found.chunked,
+            chunk_head: found.chunk_head.clone(),
         }
     }
 
@@ -1120,7 +1139,7 @@ impl HttpCache {
         let found = Found {
             key: found.key.clone(),
             doc: found.doc.clone(),
-            chunked: found.chunked,
+            chunk_head: found.chunk_head.clone(),
         };
         let original = req_parts_only(req);
         let base = self.key_for(req).unwrap_or_else(|| found.key.clone());

@@ -321,10 +321,14 @@ impl HttpCache {
                         table.ttl_attribute(),
                         None,
                     );
-                    table
+                    // The head first (it returns the chunk version it names), then its chunks.
+                    if let Some(head) = table
                         .update_item(&stored.pk, update, Some(document::EXISTS))
-                        .await
-                        .map(|_| ())
+                        .await?
+                    {
+                        store.retime_chunks(&head, expires).await?;
+                    }
+                    Ok::<(), crate::Error>(())
                 }
             })
             .buffer_unordered(16)

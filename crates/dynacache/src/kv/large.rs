@@ -14,7 +14,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 
 use super::key::{StoredKey, chunk_key, chunk_prefix};
 use super::{Cache, Stamp};
@@ -202,6 +202,46 @@ impl Cache {
         {
             self.remove_chunks(version, count as u32).await;
         }
+    }
+
+    /// Gives the chunks named by `head` the TTL of a new expiry (`None`: never), after the
+    /// head's own expiry changed without a rewrite. Only the TTL attribute is updated; chunks
+    /// that are gone (their value was replaced meanwhile) are skipped.
+    pub(crate) async fn retime_chunks(&self, head: &Item, expires: Option<i64>) -> Result<()> {
+        let (Some(version), Some(Ok(count))) = (
+            get_s(head, item::CHUNK_VERSION),
+            get_i64(head, item::CHUNKS),
+        ) else {
+            return Ok(());
+        };
+        if !(1..=1_000_000).contains(&count) {
+            return Ok(());
+        }
+        let table = &self.inner.table;
+        let ns = &self.inner.namespace;
+        let update = || {
+            let e = match expires {
+                Some(exp) => {
+                    crate::table::Expr::new("SET #t = :t").value(":t", n(self.ttl_seconds(exp)))
+                }
+                None => crate::table::Expr::new("REMOVE #t"),
+            };
+            e.name("#t", table.ttl_attribute()).name("#d", item::DATA)
+        };
+        futures::stream::iter(0..count as u32)
+            .map(|i| {
+                let key = chunk_key(ns, version, i);
+                let update = update();
+                async move {
+                    table
+                        .update_item_quiet(&key, update, Some("attribute_exists(#d)"))
+                        .await
+                }
+            })
+            .buffer_unordered(CHUNKS_PER_CALL)
+            .try_collect::<Vec<bool>>()
+            .await
+            .map(|_| ())
     }
 
     pub(super) async fn remove_chunks(&self, version: &str, count: u32) {

@@ -206,6 +206,38 @@ impl Table {
         }
     }
 
+    /// UpdateItem that returns nothing (for large items whose body need not cross the network
+    /// again); `Ok(false)` when the condition failed.
+    pub(crate) async fn update_item_quiet(
+        &self,
+        key: &str,
+        update: Expr,
+        condition: Option<&str>,
+    ) -> Result<bool> {
+        let mut req = self
+            .inner
+            .client
+            .update_item()
+            .table_name(&self.inner.name)
+            .set_key(Some(self.key_map(key)))
+            .update_expression(&update.text)
+            .set_expression_attribute_names(update.names())
+            .set_expression_attribute_values(update.values())
+            .return_values(ReturnValue::None)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total);
+        if let Some(c) = condition {
+            req = req.condition_expression(c);
+        }
+        match req.send().await {
+            Ok(out) => {
+                self.inner.capacity.record_write(out.consumed_capacity());
+                Ok(true)
+            }
+            Err(e) if is_condition_failed(&e) => Ok(false),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
     /// BatchGetItem over any number of keys, 100 a call, a few calls in flight, unprocessed keys
     /// retried with backoff. Order is not kept; missing keys are simply absent.
     pub(crate) async fn batch_get(&self, keys: Vec<String>, consistent: bool) -> Result<Vec<Item>> {

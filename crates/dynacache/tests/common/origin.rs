@@ -201,27 +201,31 @@ async fn handle(
             body.push_str(r#"{"end": true}]"#);
             response(StatusCode::OK, &[json()], body)
         }
-        ["random", n] => {
-            // Incompressible (xorshift), so that a large one is stored in chunks.
-            let n: usize = n.parse().unwrap();
-            let mut state = 0x2545_F491_4F6C_DD1Du64;
-            let mut body = Vec::with_capacity(n + 8);
-            while body.len() < n {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                body.extend_from_slice(&state.to_le_bytes());
+        ["random-etag", n] => {
+            if headers
+                .get(header::IF_NONE_MATCH)
+                .is_some_and(|v| v.as_bytes() == b"\"r1\"")
+            {
+                return response(
+                    StatusCode::NOT_MODIFIED,
+                    &[
+                        ("etag", "\"r1\"".into()),
+                        ("cache-control", "max-age=60".into()),
+                    ],
+                    "",
+                );
             }
-            body.truncate(n);
-            response(
-                StatusCode::OK,
-                &[
-                    ("content-type", "application/octet-stream".into()),
-                    ("cache-control", "max-age=600".into()),
-                ],
-                body,
-            )
+            let n: usize = n.parse().unwrap();
+            let mut r = random_response(n);
+            r.headers_mut()
+                .insert("etag", axum::http::HeaderValue::from_static("\"r1\""));
+            r.headers_mut().insert(
+                "cache-control",
+                axum::http::HeaderValue::from_static("max-age=60"),
+            );
+            r
         }
+        ["random", n] => random_response(n.parse().unwrap()),
         ["expires", secs] => {
             let now = std::time::SystemTime::now();
             let secs: u64 = secs.parse().unwrap();
@@ -269,4 +273,25 @@ async fn handle(
         }
         _ => response(StatusCode::NOT_FOUND, &[], "not found"),
     }
+}
+
+/// An incompressible body (xorshift) of `n` bytes, so that a large one is stored in chunks.
+fn random_response(n: usize) -> Response {
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut body = Vec::with_capacity(n + 8);
+    while body.len() < n {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        body.extend_from_slice(&state.to_le_bytes());
+    }
+    body.truncate(n);
+    response(
+        StatusCode::OK,
+        &[
+            ("content-type", "application/octet-stream".into()),
+            ("cache-control", "max-age=600".into()),
+        ],
+        body,
+    )
 }
