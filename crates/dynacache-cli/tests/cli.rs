@@ -428,6 +428,44 @@ fn start_origin() -> (String, std::sync::Arc<AtomicU32>) {
     use axum::routing::get;
     let hits = std::sync::Arc::new(AtomicU32::new(0));
     let counter = hits.clone();
+    let app = axum::Router::new()
+        .route(
+            "/fresh",
+            get(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                async { ([("cache-control", "max-age=600")], "fresh body\n") }
+            }),
+        )
+        .route(
+            "/etag",
+            get(|headers: axum::http::HeaderMap| async move {
+                let etag = "\"e1\"";
+                if headers
+                    .get("if-none-match")
+                    .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+                {
+                    return (
+                        axum::http::StatusCode::NOT_MODIFIED,
+                        [("etag", etag), ("cache-control", "max-age=600")],
+                        "",
+                    );
+                }
+                (
+                    axum::http::StatusCode::OK,
+                    [("etag", etag), ("cache-control", "max-age=600")],
+                    "tagged",
+                )
+            }),
+        )
+        .route(
+            "/boom",
+            get(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "boom") }),
+        );
+    (format!("http://{}", serve(app)), hits)
+}
+
+/// Serves `app` on 127.0.0.1 from a thread of its own, for as long as the test runs.
+fn serve(app: axum::Router) -> std::net::SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -437,44 +475,10 @@ fn start_origin() -> (String, std::sync::Arc<AtomicU32>) {
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(listener.local_addr().unwrap()).unwrap();
-            let app = axum::Router::new()
-                .route(
-                    "/fresh",
-                    get(move || {
-                        counter.fetch_add(1, Ordering::SeqCst);
-                        async { ([("cache-control", "max-age=600")], "fresh body\n") }
-                    }),
-                )
-                .route(
-                    "/etag",
-                    get(|headers: axum::http::HeaderMap| async move {
-                        let etag = "\"e1\"";
-                        if headers
-                            .get("if-none-match")
-                            .is_some_and(|v| v.as_bytes() == etag.as_bytes())
-                        {
-                            return (
-                                axum::http::StatusCode::NOT_MODIFIED,
-                                [("etag", etag), ("cache-control", "max-age=600")],
-                                "",
-                            );
-                        }
-                        (
-                            axum::http::StatusCode::OK,
-                            [("etag", etag), ("cache-control", "max-age=600")],
-                            "tagged",
-                        )
-                    }),
-                )
-                .route(
-                    "/boom",
-                    get(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "boom") }),
-                );
             axum::serve(listener, app).await.unwrap();
         });
     });
-    let addr = rx.recv().unwrap();
-    (format!("http://{addr}"), hits)
+    rx.recv().unwrap()
 }
 
 fn get_through_cache(place: &Place) {
@@ -1018,26 +1022,14 @@ fn environment_variables_configure_the_connection() {
 /// A stand-in for DynamoDB that refuses every call, as IAM does without the right policy (no
 /// engine can be made to do this on demand).
 fn start_refusing_endpoint() -> String {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            let app = axum::Router::new().fallback(|| async {
-                (
-                    axum::http::StatusCode::BAD_REQUEST,
-                    [("content-type", "application/x-amz-json-1.0")],
-                    r#"{"__type":"com.amazon.coral.service#AccessDeniedException","message":"User: arn:aws:iam::123456789012:user/ci is not authorized to perform: dynamodb:DescribeTable"}"#,
-                )
-            });
-            axum::serve(listener, app).await.unwrap();
-        });
+    let app = axum::Router::new().fallback(|| async {
+        (
+            axum::http::StatusCode::BAD_REQUEST,
+            [("content-type", "application/x-amz-json-1.0")],
+            r#"{"__type":"com.amazon.coral.service#AccessDeniedException","message":"User: arn:aws:iam::123456789012:user/ci is not authorized to perform: dynamodb:DescribeTable"}"#,
+        )
     });
-    format!("http://{}", rx.recv().unwrap())
+    format!("http://{}", serve(app))
 }
 
 #[test]

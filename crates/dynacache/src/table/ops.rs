@@ -175,35 +175,17 @@ impl Table {
         }
     }
 
-    /// UpdateItem with an update expression and an optional condition; returns the new item.
+    /// UpdateItem with an update expression and an optional condition; returns the new item
+    /// (`None` when the condition failed).
     pub(crate) async fn update_item(
         &self,
         key: &str,
         update: Expr,
         condition: Option<&str>,
     ) -> Result<Option<Item>> {
-        let mut req = self
-            .inner
-            .client
-            .update_item()
-            .table_name(&self.inner.name)
-            .set_key(Some(self.key_map(key)))
-            .update_expression(&update.text)
-            .set_expression_attribute_names(update.names())
-            .set_expression_attribute_values(update.values())
-            .return_values(ReturnValue::AllNew)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total);
-        if let Some(c) = condition {
-            req = req.condition_expression(c);
-        }
-        match req.send().await {
-            Ok(out) => {
-                self.inner.capacity.record_write(out.consumed_capacity());
-                Ok(out.attributes)
-            }
-            Err(e) if is_condition_failed(&e) => Ok(None),
-            Err(e) => Err(self.err(e)),
-        }
+        self.update(key, update, condition, ReturnValue::AllNew)
+            .await
+            .map(|out| out.and_then(|o| o.attributes))
     }
 
     /// UpdateItem that returns nothing (for large items whose body need not cross the network
@@ -214,6 +196,18 @@ impl Table {
         update: Expr,
         condition: Option<&str>,
     ) -> Result<bool> {
+        self.update(key, update, condition, ReturnValue::None)
+            .await
+            .map(|out| out.is_some())
+    }
+
+    async fn update(
+        &self,
+        key: &str,
+        update: Expr,
+        condition: Option<&str>,
+        returns: ReturnValue,
+    ) -> Result<Option<aws_sdk_dynamodb::operation::update_item::UpdateItemOutput>> {
         let mut req = self
             .inner
             .client
@@ -223,7 +217,7 @@ impl Table {
             .update_expression(&update.text)
             .set_expression_attribute_names(update.names())
             .set_expression_attribute_values(update.values())
-            .return_values(ReturnValue::None)
+            .return_values(returns)
             .return_consumed_capacity(ReturnConsumedCapacity::Total);
         if let Some(c) = condition {
             req = req.condition_expression(c);
@@ -231,9 +225,9 @@ impl Table {
         match req.send().await {
             Ok(out) => {
                 self.inner.capacity.record_write(out.consumed_capacity());
-                Ok(true)
+                Ok(Some(out))
             }
-            Err(e) if is_condition_failed(&e) => Ok(false),
+            Err(e) if is_condition_failed(&e) => Ok(None),
             Err(e) => Err(self.err(e)),
         }
     }
