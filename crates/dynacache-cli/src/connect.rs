@@ -145,16 +145,31 @@ impl Connection {
             .await
             .map_err(|e| CliError::storage(e, self))?;
         if creates == Creates::No && !self.assume_exists {
-            match table.validate().await {
-                Ok(()) => {}
-                Err(dynacache::Error::SchemaMismatch { problems, .. })
-                    if problems.iter().all(|p| p.starts_with("TTL")) =>
-                {
-                    for p in problems {
-                        tracing::warn!("{p}: expired items stay in the table until deleted");
+            let d = table
+                .describe()
+                .await
+                .map_err(|e| CliError::storage(e, self))?;
+            let expected_key = [(
+                table.key_attribute().to_owned(),
+                "HASH".to_owned(),
+                "S".to_owned(),
+            )];
+            if d.key_schema != expected_key {
+                // `validate` words every difference.
+                let e = table.validate().await.err().unwrap_or_else(|| {
+                    dynacache::Error::SchemaMismatch {
+                        table: table.name().to_owned(),
+                        problems: vec![format!("unexpected key schema {:?}", d.key_schema)],
                     }
-                }
-                Err(e) => return Err(CliError::storage(e, self)),
+                });
+                return Err(CliError::storage(e, self));
+            }
+            if d.ttl_attribute.as_deref() != Some(table.ttl_attribute()) {
+                tracing::warn!(
+                    ttl_status = %d.ttl_status,
+                    "TTL is not enabled on attribute {:?}: expired items stay in the table until deleted",
+                    table.ttl_attribute()
+                );
             }
         }
         Ok(table)

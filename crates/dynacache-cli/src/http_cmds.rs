@@ -302,7 +302,7 @@ pub async fn show(conn: &Connection, out: &Output, args: ShowArgs) -> Result<(),
         .await
         .map_err(|e| CliError::storage(e, conn))?
         .ok_or_else(|| CliError::not_found(format!("nothing cached for {}", args.target)))?;
-    let header_map = |h: &http_headers::HeaderMap| -> serde_json::Value {
+    let header_map = |h: &reqwest::header::HeaderMap| -> serde_json::Value {
         let mut map = serde_json::Map::new();
         for (k, v) in h {
             let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
@@ -512,13 +512,18 @@ pub async fn purge(conn: &Connection, out: &Output, args: PurgeArgs) -> Result<(
         .await
         .map_err(|e| CliError::storage(e, conn))?;
     bar.finish_and_clear();
-    if out.json {
-        out.json_line(&json!({"deleted": deleted}));
-    } else {
-        println!("deleted {deleted} responses");
-        capacity_note(out, &cache);
-    }
+    report_deleted(out, &cache, "deleted", deleted, "responses");
     Ok(())
+}
+
+/// The summary of a deletion: a JSON line, or a sentence and the capacity it consumed.
+fn report_deleted(out: &Output, cache: &HttpCache, json_field: &str, count: u64, what: &str) {
+    if out.json {
+        out.json_line(&json!({ json_field: count }));
+    } else {
+        println!("deleted {count} {what}");
+        capacity_note(out, cache);
+    }
 }
 
 #[derive(Debug, Args)]
@@ -554,15 +559,6 @@ pub async fn clear(conn: &Connection, out: &Output, args: ClearArgs) -> Result<(
         .await
         .map_err(|e| CliError::storage(e, conn))?;
     bar.finish_and_clear();
-    if out.json {
-        out.json_line(&json!({"deleted_items": deleted}));
-    } else {
-        println!("deleted {deleted} items");
-        capacity_note(out, &cache);
-    }
+    report_deleted(out, &cache, "deleted_items", deleted, "items");
     Ok(())
-}
-
-mod http_headers {
-    pub use reqwest::header::HeaderMap;
 }

@@ -1,10 +1,12 @@
 //! Value encoding: serde to MessagePack, zstd compression when it saves space, and checksums for
 //! values split over several items.
 
+use std::cell::RefCell;
+use std::thread::LocalKey;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
-use std::cell::RefCell;
 
 use crate::error::{Error, Result};
 
@@ -123,24 +125,31 @@ thread_local! {
 }
 
 fn zstd_compress(data: &[u8]) -> std::io::Result<Vec<u8>> {
-    COMPRESSOR.with(|slot| {
-        let mut ctx = match slot.borrow_mut().take() {
-            Some(ctx) => ctx,
-            None => zstd::bulk::Compressor::new(ZSTD_LEVEL)?,
-        };
-        let out = ctx.compress(data);
-        *slot.borrow_mut() = Some(ctx);
-        out
-    })
+    with_context(
+        &COMPRESSOR,
+        || zstd::bulk::Compressor::new(ZSTD_LEVEL),
+        |c| c.compress(data),
+    )
 }
 
 fn zstd_decompress(data: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
-    DECOMPRESSOR.with(|slot| {
+    with_context(&DECOMPRESSOR, zstd::bulk::Decompressor::new, |d| {
+        d.decompress(data, capacity)
+    })
+}
+
+/// Runs `f` with this thread's context, made by `make` the first time.
+fn with_context<C: 'static, R>(
+    slot: &'static LocalKey<RefCell<Option<C>>>,
+    make: impl FnOnce() -> std::io::Result<C>,
+    f: impl FnOnce(&mut C) -> std::io::Result<R>,
+) -> std::io::Result<R> {
+    slot.with(|slot| {
         let mut ctx = match slot.borrow_mut().take() {
             Some(ctx) => ctx,
-            None => zstd::bulk::Decompressor::new()?,
+            None => make()?,
         };
-        let out = ctx.decompress(data, capacity);
+        let out = f(&mut ctx);
         *slot.borrow_mut() = Some(ctx);
         out
     })

@@ -752,12 +752,13 @@ impl HttpCache {
         let chunk_head = item
             .contains_key(crate::table::item::CHUNK_VERSION)
             .then(|| {
-                item.iter()
-                    .filter(|(k, _)| {
-                        *k == crate::table::item::CHUNK_VERSION || *k == crate::table::item::CHUNKS
-                    })
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect()
+                [
+                    crate::table::item::CHUNK_VERSION,
+                    crate::table::item::CHUNKS,
+                ]
+                .into_iter()
+                .filter_map(|k| Some((k.to_owned(), item.get(k)?.clone())))
+                .collect()
             });
         let doc = document::from_item(&key, &item, payload, self.inner.settings.max_body_size)?;
         if !self.inner.secret_keys.is_empty() {
@@ -1067,14 +1068,13 @@ impl HttpCache {
         if !self.inner.settings.read_only {
             // Chunks first: a chunk outliving its head is harmless, a head outliving its chunks
             // is a miss.
-            let retimed = match &found.chunk_head {
-                Some(head) => self.inner.store.retime_chunks(head, doc.expires_ms).await,
-                None => Ok(()),
-            };
-            let result = match retimed {
-                Ok(()) => self.update_metadata(&found.key, &doc).await,
-                Err(e) => Err(e),
-            };
+            let result = async {
+                if let Some(head) = &found.chunk_head {
+                    self.inner.store.retime_chunks(head, doc.expires_ms).await?;
+                }
+                self.update_metadata(&found.key, &doc).await
+            }
+            .await;
             if let Err(e) = result {
                 self.storage_error("updating a revalidated response", &e);
             }

@@ -166,8 +166,6 @@ fn http_date(ms: i64) -> String {
     httpdate::fmt_http_date(millis_to_system_time(ms.max(0)))
 }
 
-/// The item attributes of a stored response (besides the common ones), and its payload when
-/// the body is not stored as text.
 /// The item attributes of a stored response, and its body as a payload unless it is UTF-8 text
 /// of at most `readable_max` bytes, stored as a readable string.
 pub(crate) fn to_attributes(

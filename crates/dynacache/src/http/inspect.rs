@@ -97,8 +97,7 @@ impl HttpCache {
         self.table()
             .scan(ScanSpec {
                 prefixes: vec![format!("{ns}:")],
-                projection: LISTED.to_vec(),
-                all_attributes: false,
+                projection: Some(LISTED.to_vec()),
             })
             .try_filter_map(move |item| {
                 let now = cache.inner.store.now();
@@ -108,6 +107,19 @@ impl HttpCache {
     }
 
     /// The key a `GET url` request has (`None` for a URL that does not parse).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+    /// use dynacache::{Table, http::HttpCache};
+    ///
+    /// let cache = HttpCache::builder().build(Table::builder().open().await?)?;
+    /// let key = cache.key_for_url("https://example.com/a?b=1&a=2").unwrap();
+    /// // Query parameters are sorted: the same request, the same key.
+    /// assert_eq!(cache.key_for_url("https://EXAMPLE.com:443/a?a=2&b=1"), Some(key.clone()));
+    /// // Nothing is stored under it yet.
+    /// assert!(cache.stored_response(&key).await?.is_none());
+    /// # Ok(()) }
+    /// ```
     pub fn key_for_url(&self, url: &str) -> Option<String> {
         self.key_for(&self.get_request(url)?)
     }
@@ -139,6 +151,16 @@ impl HttpCache {
     }
 
     /// What this cache's namespace holds (a full scan): see [`crate::StorageStats`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+    /// use dynacache::{Table, http::HttpCache};
+    ///
+    /// let cache = HttpCache::builder().build(Table::builder().open().await?)?;
+    /// let stats = cache.storage_stats().await?;
+    /// assert_eq!((stats.entries, stats.chunk_items), (0, 0));
+    /// # Ok(()) }
+    /// ```
     pub async fn storage_stats(&self) -> Result<crate::StorageStats> {
         self.inner.store.storage_stats().await
     }
@@ -198,15 +220,8 @@ impl HttpCache {
         &self,
         keys: impl IntoIterator<Item = S>,
     ) -> Result<u64> {
-        let store = &self.inner.store;
-        let keys: Vec<String> = keys.into_iter().map(|k| k.as_ref().to_owned()).collect();
-        let removed: Vec<(String, Option<Item>)> = futures::stream::iter(keys)
-            .map(|k| async move {
-                let key = store.key(k.as_bytes())?;
-                Ok::<_, crate::Error>((k, store.remove(&key).await?))
-            })
-            .buffer_unordered(16)
-            .try_collect()
+        let removed = self
+            .remove_all(keys.into_iter().map(|k| k.as_ref().to_owned()))
             .await?;
         let ns = self.namespace();
         let mut deleted = 0u64;
@@ -225,8 +240,7 @@ impl HttpCache {
                 .table()
                 .scan(ScanSpec {
                     prefixes: variant_prefixes,
-                    projection: vec![],
-                    all_attributes: false,
+                    projection: Some(vec![]),
                 })
                 .try_filter_map(|item| {
                     let key = get_s(&item, self.table().key_attribute())
@@ -236,17 +250,27 @@ impl HttpCache {
                 })
                 .try_collect()
                 .await?;
-            let gone: Vec<bool> = futures::stream::iter(variants)
-                .map(|k| async move {
-                    let key = store.key(k.as_bytes())?;
-                    Ok::<bool, crate::Error>(store.remove(&key).await?.is_some())
-                })
-                .buffer_unordered(16)
-                .try_collect()
-                .await?;
-            deleted += gone.into_iter().filter(|g| *g).count() as u64;
+            let gone = self.remove_all(variants).await?;
+            deleted += gone.iter().filter(|(_, item)| item.is_some()).count() as u64;
         }
         Ok(deleted)
+    }
+
+    /// Removes these keys (chunks included), a few at a time; returns what each key held.
+    async fn remove_all(
+        &self,
+        keys: impl IntoIterator<Item = String>,
+    ) -> Result<Vec<(String, Option<Item>)>> {
+        let store = &self.inner.store;
+        futures::stream::iter(keys)
+            .map(|k| async move {
+                let key = store.key(k.as_bytes())?;
+                let old = store.remove(&key).await?;
+                Ok((k, old))
+            })
+            .buffer_unordered(16)
+            .try_collect()
+            .await
     }
 
     /// Deletes the responses to `GET url` for each URL.
@@ -256,8 +280,7 @@ impl HttpCache {
     ) -> Result<u64> {
         let keys: Vec<String> = urls
             .into_iter()
-            .filter_map(|u| self.get_request(u.as_ref()))
-            .filter_map(|r| self.key_for(&r))
+            .filter_map(|u| self.key_for_url(u.as_ref()))
             .collect();
         self.delete_keys(keys).await
     }

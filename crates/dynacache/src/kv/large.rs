@@ -272,8 +272,7 @@ impl Cache {
         let cutoff = self.now() - VACUUM_MIN_AGE.as_millis() as i64;
         let mut chunks = table.scan(ScanSpec {
             prefixes: vec![chunk_prefix(&self.inner.namespace)],
-            projection: vec![item::HEAD, item::WRITTEN],
-            all_attributes: false,
+            projection: Some(vec![item::HEAD, item::WRITTEN]),
         });
         let mut live_versions: HashMap<String, Option<String>> = HashMap::new();
         let mut orphans = Vec::new();

@@ -711,8 +711,7 @@ impl Cache {
             .table
             .scan(crate::table::ScanSpec {
                 prefixes: entry_prefixes(&self.inner.namespace),
-                projection: vec![item::EXPIRES, item::ORIGINAL_KEY],
-                all_attributes: false,
+                projection: Some(vec![item::EXPIRES, item::ORIGINAL_KEY]),
             })
             .try_filter_map(move |item| {
                 let now = cache.now();
@@ -764,8 +763,7 @@ impl Cache {
             .table
             .scan(crate::table::ScanSpec {
                 prefixes,
-                projection: vec![],
-                all_attributes: false,
+                projection: Some(vec![]),
             })
             .try_filter_map(move |item| {
                 futures::future::ready(Ok(get_s(&item, &key_attr).map(str::to_owned)))
@@ -811,6 +809,11 @@ impl StorageStats {
     /// DynamoDB's storage bill for these items per month, at `price_per_gb_month` dollars
     /// (0.25 for the standard table class in us-east-1), counting the 100 bytes of index
     /// overhead DynamoDB adds to each item.
+    ///
+    /// ```
+    /// let stats = dynacache::StorageStats::default();
+    /// assert_eq!(stats.monthly_cost(0.25), 0.0);
+    /// ```
     pub fn monthly_cost(&self, price_per_gb_month: f64) -> f64 {
         let bytes = self.stored_bytes + 100 * (self.entries + self.chunk_items);
         bytes as f64 / (1024.0 * 1024.0 * 1024.0) * price_per_gb_month
@@ -820,6 +823,19 @@ impl StorageStats {
 impl Cache {
     /// Reads every item of this namespace (a full scan, to the last page) and adds up what it
     /// holds.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+    /// use dynacache::{Cache, Table};
+    ///
+    /// let cache = Cache::new(Table::builder().open().await?)?;
+    /// cache.set("big", &vec![7u8; 1_000_000]).await?;
+    /// let stats = cache.storage_stats().await?;
+    /// assert_eq!(stats.entries, 1);
+    /// assert_eq!(stats.largest[0].0, "big");
+    /// println!("${:.6} a month", stats.monthly_cost(0.25));
+    /// # Ok(()) }
+    /// ```
     pub async fn storage_stats(&self) -> Result<StorageStats> {
         let mut prefixes = entry_prefixes(&self.inner.namespace);
         prefixes.push(chunk_prefix(&self.inner.namespace));
@@ -829,8 +845,7 @@ impl Cache {
         let chunk_prefix = chunk_prefix(&self.inner.namespace);
         let mut items = self.inner.table.scan(crate::table::ScanSpec {
             prefixes,
-            projection: vec![],
-            all_attributes: true,
+            projection: None,
         });
         let mut stats = StorageStats::default();
         let mut sizes: HashMap<String, (String, u64)> = HashMap::new();

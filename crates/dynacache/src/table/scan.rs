@@ -15,10 +15,8 @@ use crate::error::Result;
 pub(crate) struct ScanSpec {
     /// Items whose key starts with any of these.
     pub(crate) prefixes: Vec<String>,
-    /// Attributes to read besides the key.
-    pub(crate) projection: Vec<&'static str>,
-    /// Read every attribute (the projection is then ignored).
-    pub(crate) all_attributes: bool,
+    /// Attributes to read besides the key; `None`: every attribute.
+    pub(crate) projection: Option<Vec<&'static str>>,
 }
 
 impl Table {
@@ -49,9 +47,8 @@ impl Table {
                 let (filter, mut names, values) =
                     prefix_filter(&table.inner.key_attr, &spec.prefixes);
                 let mut req = table.inner.client.scan().table_name(&table.inner.name);
-                if !spec.all_attributes {
-                    let (projection, pnames) =
-                        projection_expr(&table.inner.key_attr, &spec.projection);
+                if let Some(attrs) = &spec.projection {
+                    let (projection, pnames) = projection_expr(&table.inner.key_attr, attrs);
                     names.extend(pnames);
                     req = req.projection_expression(projection);
                 }

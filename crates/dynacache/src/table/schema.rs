@@ -23,7 +23,8 @@ use crate::error::{Error, Result};
 pub enum TablePolicy {
     /// Describe the table; create it if it is missing (on-demand billing, wait until active,
     /// enable TTL). An existing table with another key schema is an error. Needs
-    /// `dynamodb:DescribeTable` and `DescribeTimeToLive`, and `CreateTable`, `UpdateTimeToLive` when it creates.
+    /// `dynamodb:DescribeTable` and `DescribeTimeToLive`, and `CreateTable` and
+    /// `UpdateTimeToLive` when it creates.
     #[default]
     CreateIfMissing,
     /// Make no control-plane call at all: the table is assumed to exist with the right schema.
