@@ -61,12 +61,14 @@ mod expiry;
 #[cfg(feature = "http")]
 pub mod http;
 mod kv;
+mod store;
 mod table;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use expiry::Expiry;
-pub use kv::{Cache, CacheBuilder, Key, MAX_KEY_LEN, StorageStats};
+pub use kv::{Cache, CacheBuilder};
+pub use store::{Key, MAX_KEY_LEN, StorageStats};
 pub use table::{
     ConsumedCapacity, DEFAULT_TABLE, Engine, MAX_ITEM_BYTES, MAX_KEY_BYTES, Table, TableBuilder,
     TableDescription, TablePolicy,

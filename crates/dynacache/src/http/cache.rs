@@ -18,7 +18,7 @@ use super::settings::{
 };
 use crate::clock::{Clock, SystemClock, millis_to_system_time, system_time_millis};
 use crate::error::Result;
-use crate::kv::{Cache, Payload, Stamp};
+use crate::store::{Entry, Stamp, Store, StoreConfig};
 use crate::table::Table;
 
 /// What the cache did for a response. Every response a caching client returns carries one in
@@ -338,17 +338,20 @@ impl HttpCacheBuilder {
             StaleWindow::Always => Duration::from_secs(30 * 86_400),
             StaleWindow::Off => self.ttl_grace.unwrap_or(Duration::from_secs(86_400)),
         };
-        let mut store = Cache::builder()
-            .namespace(self.namespace.unwrap_or_else(|| "http".into()))
-            .ttl_grace(grace)
-            .max_value_size(self.settings.max_body_size.saturating_mul(2).max(1 << 20));
-        if let Some(clock) = &self.clock {
-            store = store.clock(ClockRef(clock.clone()));
-        }
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let store = Store::new(
+            table,
+            StoreConfig {
+                namespace: self.namespace.unwrap_or_else(|| "http".into()),
+                ttl_grace: grace,
+                max_value_size: self.settings.max_body_size.saturating_mul(2).max(1 << 20),
+                chunk_size: 350 * 1024,
+                clock: clock.clone(),
+            },
+        )?;
         Ok(HttpCache {
             inner: Arc::new(Inner {
-                store: store.build(table)?,
+                store,
                 settings: self.settings,
                 clock,
                 enabled: AtomicBool::new(true),
@@ -365,15 +368,6 @@ impl HttpCacheBuilder {
                 },
             }),
         })
-    }
-}
-
-#[derive(Debug)]
-struct ClockRef(Arc<dyn Clock>);
-
-impl Clock for ClockRef {
-    fn now_millis(&self) -> i64 {
-        self.0.now_millis()
     }
 }
 
@@ -395,7 +389,7 @@ impl std::fmt::Debug for HttpCache {
 }
 
 pub(super) struct Inner {
-    pub(super) store: Cache,
+    pub(super) store: Store,
     pub(super) settings: Settings,
     clock: Arc<dyn Clock>,
     enabled: AtomicBool,
@@ -726,40 +720,34 @@ impl HttpCache {
 
     /// Finds the cached response for a request (following a `Vary` index to its variant).
     pub(super) async fn lookup(&self, base: &str, headers: &HeaderMap) -> Result<Option<Found>> {
-        let Some((mut item, mut payload)) = self.read(base).await? else {
+        let Some(mut entry) = self.read(base).await? else {
             return Ok(None);
         };
         let mut base = base.to_owned();
         // A redirect alias (this URL was the target of a redirect another request followed):
         // follow it once.
-        if let Some(target) = document::redirect_target(&item) {
+        if let Some(target) = document::redirect_target(&entry.item) {
             match self.read(&target).await? {
-                Some((i, p)) => (item, payload, base) = (i, p, target),
+                Some(e) => (entry, base) = (e, target),
                 None => return Ok(None),
             }
         }
         let base = base.as_str();
-        let (key, item, payload) = match document::vary_names(&item) {
-            None => (base.to_owned(), item, payload),
+        let (key, entry) = match document::vary_names(&entry.item) {
+            None => (base.to_owned(), entry),
             Some(names) => {
                 let key = variant_key(base, &names, headers);
                 match self.read(&key).await? {
-                    Some((item, payload)) => (key, item, payload),
+                    Some(entry) => (key, entry),
                     None => return Ok(None),
                 }
             }
         };
-        let chunk_head = item
-            .contains_key(crate::table::item::CHUNK_VERSION)
-            .then(|| {
-                [
-                    crate::table::item::CHUNK_VERSION,
-                    crate::table::item::CHUNKS,
-                ]
-                .into_iter()
-                .filter_map(|k| Some((k.to_owned(), item.get(k)?.clone())))
-                .collect()
-            });
+        let Entry {
+            item,
+            payload,
+            chunks: chunk_head,
+        } = entry;
         let doc = document::from_item(&key, &item, payload, self.inner.settings.max_body_size)?;
         if !self.inner.secret_keys.is_empty() {
             let signature = crate::table::item::get_b(&item, document::SIGNATURE);
@@ -780,7 +768,13 @@ impl HttpCache {
             && !filter(&doc.response_parts())
         {
             if !self.inner.settings.read_only
-                && let Err(e) = self.inner.store.delete(key.as_bytes()).await
+                && let Err(e) = async {
+                    self.inner
+                        .store
+                        .remove(&self.inner.store.key(key.as_bytes())?)
+                        .await
+                }
+                .await
             {
                 self.storage_error("deleting a filtered response", &e);
             }
@@ -793,13 +787,9 @@ impl HttpCache {
         }))
     }
 
-    async fn read(&self, key: &str) -> Result<Option<(crate::table::item::Item, Option<Payload>)>> {
+    async fn read(&self, key: &str) -> Result<Option<Entry>> {
         let store = &self.inner.store;
-        let stored = store.key(key.as_bytes())?;
-        match store.table().get_item(&stored.pk, None, false).await? {
-            Some(item) => store.read_entry(&stored, item, true).await,
-            None => Ok(None),
-        }
+        store.get(&store.key(key.as_bytes())?, true).await
     }
 
     /// The expiry of a response fetched now, or `None` when it must not be stored.
@@ -1002,7 +992,7 @@ impl HttpCache {
             expires,
         };
         store
-            .write_entry(&store.key(alias.as_bytes())?, attrs, None, stamp, None)
+            .put(&store.key(alias.as_bytes())?, attrs, None, stamp, None)
             .await
             .map(|_| ())
     }
@@ -1026,7 +1016,7 @@ impl HttpCache {
                 expires: None,
             };
             store
-                .write_entry(&store.key(base.as_bytes())?, index, None, index_stamp, None)
+                .put(&store.key(base.as_bytes())?, index, None, index_stamp, None)
                 .await?;
         }
         let (mut attrs, payload) =
@@ -1038,7 +1028,7 @@ impl HttpCache {
             );
         }
         store
-            .write_entry(&store.key(key.as_bytes())?, attrs, payload, stamp, None)
+            .put(&store.key(key.as_bytes())?, attrs, payload, stamp, None)
             .await?;
         Ok(())
     }
@@ -1065,19 +1055,12 @@ impl HttpCache {
             .expiry_for(req, &parts, expire_after, now)
             .unwrap_or(Some(now));
         doc.expires_ms = expires;
-        if !self.inner.settings.read_only {
-            // Chunks first: a chunk outliving its head is harmless, a head outliving its chunks
-            // is a miss.
-            let result = async {
-                if let Some(head) = &found.chunk_head {
-                    self.inner.store.retime_chunks(head, doc.expires_ms).await?;
-                }
-                self.update_metadata(&found.key, &doc).await
-            }
-            .await;
-            if let Err(e) = result {
-                self.storage_error("updating a revalidated response", &e);
-            }
+        if !self.inner.settings.read_only
+            && let Err(e) = self
+                .update_metadata(&found.key, &doc, found.chunk_head.as_ref())
+                .await
+        {
+            self.storage_error("updating a revalidated response", &e);
         }
         Found {
             key: found.key.clone(),
@@ -1091,25 +1074,22 @@ impl HttpCache {
         Some(hmac(key, &document::signing_input(doc)))
     }
 
-    async fn update_metadata(&self, key: &str, doc: &StoredResponse) -> Result<()> {
+    async fn update_metadata(
+        &self,
+        key: &str,
+        doc: &StoredResponse,
+        chunks: Option<&crate::table::item::Item>,
+    ) -> Result<()> {
         let store = &self.inner.store;
-        let stored = store.key(key.as_bytes())?;
-        let ttl = doc.expires_ms.map(|e| store.ttl_seconds(e));
-        let mut update = document::expiry_update(
-            doc.expires_ms,
-            ttl,
-            store.table().ttl_attribute(),
-            Some(&doc.headers),
-        );
+        let mut sets = document::metadata_attributes(doc);
         if let Some(signature) = self.sign(doc) {
-            update.text = update.text.replacen("SET ", "SET #sig = :sig, ", 1);
-            update = update
-                .name("#sig", document::SIGNATURE)
-                .value(":sig", crate::table::item::b(signature));
+            sets.insert(
+                document::SIGNATURE.to_owned(),
+                crate::table::item::b(signature),
+            );
         }
         store
-            .table()
-            .update_item(&stored.pk, update, Some(document::EXISTS))
+            .update(&store.key(key.as_bytes())?, sets, doc.expires_ms, chunks)
             .await
             .map(|_| ())
     }

@@ -172,7 +172,7 @@ pub(crate) fn to_attributes(
     doc: &StoredResponse,
     compress_from: Option<usize>,
     readable_max: usize,
-) -> (Item, Option<crate::kv::Payload>) {
+) -> (Item, Option<crate::store::Payload>) {
     let mut attrs = Item::from([
         (KIND.to_owned(), s(KIND_RESPONSE)),
         (STATUS.to_owned(), n(doc.status.as_u16())),
@@ -204,7 +204,7 @@ pub(crate) fn to_attributes(
     let (format, data) = codec::encode_bytes(doc.body.to_vec(), compress_from);
     (
         attrs,
-        Some(crate::kv::Payload {
+        Some(crate::store::Payload {
             format: format.to_owned(),
             data,
         }),
@@ -228,7 +228,7 @@ fn is_text_type(headers: &HeaderMap) -> bool {
 pub(crate) fn from_item(
     key: &str,
     item: &Item,
-    payload: Option<crate::kv::Payload>,
+    payload: Option<crate::store::Payload>,
     max_body: usize,
 ) -> Result<StoredResponse> {
     let status = get_i64(item, STATUS)
@@ -262,49 +262,17 @@ pub(crate) fn from_item(
     })
 }
 
-/// An update of the expiry attributes (and optionally the headers) of a stored response, with
-/// `#kind` for the condition `attribute_exists(#kind)` that keeps it from creating an item.
-pub(crate) fn expiry_update(
-    expires: Option<i64>,
-    ttl_seconds: Option<i64>,
-    ttl_attr: &str,
-    headers: Option<&HeaderMap>,
-) -> crate::table::Expr {
-    use crate::table::Expr;
-    let mut sets = vec![];
-    let mut e = Expr::default()
-        .name("#kind", KIND)
-        .name("#e", item::EXPIRES)
-        .name("#t", ttl_attr)
-        .name("#x", EXPIRES_TEXT);
-    if let Some(h) = headers {
-        sets.push("#h = :h");
-        e = e.name("#h", HEADERS).value(":h", headers_to_attr(h));
-    }
-    let mut removes = vec![];
-    match (expires, ttl_seconds) {
-        (Some(exp), Some(ttl)) => {
-            sets.extend(["#e = :e", "#t = :t", "#x = :x"]);
-            e = e
-                .value(":e", n(exp))
-                .value(":t", n(ttl))
-                .value(":x", s(http_date(exp)));
-        }
-        _ => removes.extend(["#e", "#t", "#x"]),
-    }
-    let mut text = String::new();
-    if !sets.is_empty() {
-        text = format!("SET {}", sets.join(", "));
-    }
-    if !removes.is_empty() {
-        text.push_str(&format!(" REMOVE {}", removes.join(", ")));
-    }
-    e.text = text.trim().to_owned();
-    e
+/// The attributes of a stored response that a revalidation changes: its headers and the
+/// readable expiry.
+pub(crate) fn metadata_attributes(doc: &StoredResponse) -> Item {
+    Item::from([
+        (HEADERS.to_owned(), headers_to_attr(&doc.headers)),
+        (
+            EXPIRES_TEXT.to_owned(),
+            s(doc.expires_ms.map_or_else(|| "never".to_owned(), http_date)),
+        ),
+    ])
 }
-
-/// The condition to use with [`expiry_update`].
-pub(crate) const EXISTS: &str = "attribute_exists(#kind)";
 
 /// The attributes of a `Vary` index item: the header names the variants depend on.
 pub(crate) fn vary_attributes(names: &[String], url: &str) -> Item {

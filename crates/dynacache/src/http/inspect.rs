@@ -50,23 +50,13 @@ pub struct CachedEntry {
     pub is_expired: bool,
 }
 
-const LISTED: &[&str] = &[
-    "kind",
-    "method",
-    "url",
-    "status",
-    "size",
-    item::WRITTEN,
-    item::EXPIRES,
-];
+const LISTED: &[&str] = &["kind", "method", "url", "status", "size", item::WRITTEN];
 
 impl HttpCache {
-    fn entry_of(&self, item: &Item, now: i64) -> Option<CachedEntry> {
+    fn entry_of(key: String, item: &Item, now: i64) -> Option<CachedEntry> {
         if get_s(item, document::KIND) != Some(document::KIND_RESPONSE) {
             return None;
         }
-        let pk = get_s(item, self.table().key_attribute())?;
-        let key = pk.get(self.namespace().len() + 1..)?.to_owned();
         let expires = get_i64(item, item::EXPIRES).and_then(|e| e.ok());
         Some(CachedEntry {
             key,
@@ -92,16 +82,13 @@ impl HttpCache {
 
     /// Every stored response (expired ones included), as a stream read page by page.
     pub fn entries(&self) -> BoxStream<'static, Result<CachedEntry>> {
-        let cache = self.clone();
-        let ns = self.namespace().to_owned();
-        self.table()
-            .scan(ScanSpec {
-                prefixes: vec![format!("{ns}:")],
-                projection: Some(LISTED.to_vec()),
-            })
-            .try_filter_map(move |item| {
-                let now = cache.inner.store.now();
-                futures::future::ready(Ok(cache.entry_of(&item, now)))
+        let store = self.inner.store.clone();
+        self.inner
+            .store
+            .list(LISTED)
+            .try_filter_map(move |listed| {
+                let key = listed.key.to_string();
+                futures::future::ready(Ok(Self::entry_of(key, &listed.item, store.now())))
             })
             .boxed()
     }
@@ -162,7 +149,7 @@ impl HttpCache {
     /// # Ok(()) }
     /// ```
     pub async fn storage_stats(&self) -> Result<crate::StorageStats> {
-        self.inner.store.storage_stats().await
+        self.inner.store.storage_stats(Some("url")).await
     }
 
     /// Every cache key.
@@ -183,14 +170,13 @@ impl HttpCache {
         let only_responses = crate::table::Expr::new("#kind = :response")
             .name("#kind", document::KIND)
             .value(":response", item::s(document::KIND_RESPONSE));
-        self.table()
-            .count(&[format!("{}:", self.namespace())], Some(only_responses))
-            .await
+        self.inner.store.count(Some(only_responses), false).await
     }
 
     /// Whether a response is stored under this key.
     pub async fn contains_key(&self, key: &str) -> Result<bool> {
-        self.inner.store.has(key).await
+        let store = &self.inner.store;
+        store.has(&store.key(key.as_bytes())?).await
     }
 
     /// Whether a response to `GET url` is stored.
@@ -323,41 +309,20 @@ impl HttpCache {
     /// Sets a new expiry, counted from now, on every stored response (an UpdateItem each; the
     /// bodies are not rewritten). Returns how many were updated.
     pub async fn reset_expiration(&self, expire_after: ExpireAfter) -> Result<u64> {
-        let now = self.inner.store.now();
-        let expires = match expire_after {
-            ExpireAfter::Never => None,
-            ExpireAfter::DoNotCache | ExpireAfter::Immediately => Some(now),
-            ExpireAfter::After(d) => Some(now + d.as_millis() as i64),
-            ExpireAfter::At(t) => Some(crate::clock::system_time_millis(t)),
-        };
-        let keys = self.keys().await?;
         let store = &self.inner.store;
-        let table = self.table().clone();
-        let updated: Vec<()> = futures::stream::iter(keys)
-            .map(|k| {
-                let table = table.clone();
-                async move {
-                    let stored = store.key(k.as_bytes())?;
-                    let update = document::expiry_update(
-                        expires,
-                        expires.map(|e| store.ttl_seconds(e)),
-                        table.ttl_attribute(),
-                        None,
-                    );
-                    // The head first (it returns the chunk version it names), then its chunks.
-                    if let Some(head) = table
-                        .update_item(&stored.pk, update, Some(document::EXISTS))
-                        .await?
-                    {
-                        store.retime_chunks(&head, expires).await?;
-                    }
-                    Ok::<(), crate::Error>(())
-                }
+        let expires = expire_after
+            .to_expiry()
+            .resolve(crate::Expiry::Never, store.now());
+        let keys = self.keys().await?;
+        let updated: Vec<bool> = futures::stream::iter(keys)
+            .map(|k| async move {
+                let key = store.key(k.as_bytes())?;
+                store.set_expiry(&key, expires).await
             })
             .buffer_unordered(16)
             .try_collect()
             .await?;
-        Ok(updated.len() as u64)
+        Ok(updated.into_iter().filter(|u| *u).count() as u64)
     }
 
     /// Deletes every item of this cache. Returns how many items were deleted.

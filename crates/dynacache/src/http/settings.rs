@@ -34,6 +34,21 @@ pub enum ExpireAfter {
     At(SystemTime),
 }
 
+impl ExpireAfter {
+    /// The same expiry as a key/value [`Expiry`](crate::Expiry) (`DoNotCache` and
+    /// `Immediately`: expired at once).
+    pub(crate) fn to_expiry(self) -> crate::Expiry {
+        match self {
+            ExpireAfter::Never => crate::Expiry::Never,
+            ExpireAfter::DoNotCache | ExpireAfter::Immediately => {
+                crate::Expiry::After(Duration::ZERO)
+            }
+            ExpireAfter::After(d) => crate::Expiry::After(d),
+            ExpireAfter::At(t) => crate::Expiry::At(t),
+        }
+    }
+}
+
 impl From<Duration> for ExpireAfter {
     fn from(d: Duration) -> Self {
         ExpireAfter::After(d)

@@ -9,15 +9,16 @@
 //! - a reader that finds a chunk missing (its version was just replaced and cleaned up) reads the
 //!   head again and follows the new version;
 //! - an interrupted write leaves only unreferenced chunks: the old head still names the old, intact
-//!   chunks. Unreferenced chunks carry the value's TTL, and [`Cache::vacuum`] removes them.
+//!   chunks. Unreferenced chunks carry the value's TTL, and [`Store::vacuum`] removes them.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 
+use super::Stamp;
+use super::Store;
 use super::key::{StoredKey, chunk_key, chunk_prefix};
-use super::{Cache, Stamp};
 use crate::codec::checksum;
 use crate::error::{Error, Result};
 use crate::table::item::{self, Item, b, get_b, get_i64, get_s, n, s, take_b};
@@ -73,7 +74,15 @@ impl Head {
     }
 }
 
-impl Cache {
+/// The head attributes that name a payload's chunks (to re-date them later).
+pub(super) fn head_attributes(head: &Item) -> Item {
+    [item::CHUNK_VERSION, item::CHUNKS]
+        .into_iter()
+        .filter_map(|k| Some((k.to_owned(), head.get(k)?.clone())))
+        .collect()
+}
+
+impl Store {
     /// Writes a payload's chunks under a new version and returns the head attributes naming them.
     pub(super) async fn write_chunks(
         &self,
@@ -194,7 +203,7 @@ impl Cache {
 
     /// Deletes the chunks named by a replaced or deleted head, if it had any. Failures are
     /// logged, not returned: the write they follow has succeeded, and the chunks' TTL or
-    /// [`vacuum`](Cache::vacuum) reclaims them.
+    /// [`vacuum`](Store::vacuum) reclaims them.
     pub(super) async fn remove_chunks_of(&self, old: &Item) {
         if let (Some(version), Some(Ok(count))) =
             (get_s(old, item::CHUNK_VERSION), get_i64(old, item::CHUNKS))
@@ -207,7 +216,7 @@ impl Cache {
     /// Gives the chunks named by `head` the TTL of a new expiry (`None`: never), after the
     /// head's own expiry changed without a rewrite. Only the TTL attribute is updated; chunks
     /// that are gone (their value was replaced meanwhile) are skipped.
-    pub(crate) async fn retime_chunks(&self, head: &Item, expires: Option<i64>) -> Result<()> {
+    pub(super) async fn retime_chunks(&self, head: &Item, expires: Option<i64>) -> Result<()> {
         let (Some(version), Some(Ok(count))) = (
             get_s(head, item::CHUNK_VERSION),
             get_i64(head, item::CHUNKS),
@@ -255,18 +264,10 @@ impl Cache {
     }
 
     /// Removes chunk items that no value refers to any more: left by interrupted writes, or by
-    /// [`set_many`](Cache::set_many)/[`delete_many`](Cache::delete_many) replacing or deleting a
+    /// [`put_many`](Store::put_many)/[`remove_many`](Store::remove_many) replacing or deleting a
     /// large value. Chunks written in the last 15 minutes are left alone, as they may belong to
     /// a write in progress. Returns how many chunk items were deleted.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
-    /// use dynacache::{Cache, Table};
-    /// let cache = Cache::new(Table::builder().open().await?)?;
-    /// assert_eq!(cache.vacuum().await?, 0);
-    /// # Ok(()) }
-    /// ```
-    pub async fn vacuum(&self) -> Result<u64> {
+    pub(crate) async fn vacuum(&self) -> Result<u64> {
         let table = &self.inner.table;
         let key_attr = table.key_attribute().to_owned();
         let cutoff = self.now() - VACUUM_MIN_AGE.as_millis() as i64;
