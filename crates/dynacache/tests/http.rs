@@ -9,7 +9,7 @@ conformance!(
     cache_control_max_age_is_honoured,
     no_store_responses_and_requests_bypass_the_cache,
     private_responses_are_stored_only_by_a_private_cache,
-    immutable_responses_never_expire,
+    immutable_responses_are_not_revalidated_while_fresh,
     a_304_refreshes_headers_and_expiry_without_rewriting_the_body,
     no_cache_responses_with_last_modified_are_revalidated_on_every_use,
     a_changed_resource_replaces_the_stored_response,
@@ -66,6 +66,7 @@ mod suite {
     async fn env(table: Table, f: impl FnOnce(HttpCacheBuilder) -> HttpCacheBuilder) -> Env {
         let origin = Origin::start().await;
         let clock = ManualClock::new();
+        origin.follow_clock(&clock);
         let cache = f(HttpCache::builder().clock(clock.clone()))
             .build(table.clone())
             .unwrap();
@@ -227,11 +228,20 @@ mod suite {
         assert!(!shared.get("/private").await.1);
     }
 
-    pub async fn immutable_responses_never_expire(table: Table) {
-        let e = env(table, |b| b).await;
+    pub async fn immutable_responses_are_not_revalidated_while_fresh(table: Table) {
+        // RFC 8246: immutable means "will not change while fresh", not "fresh forever".
+        let e = env(table, |b| b.always_revalidate(true)).await;
         e.get("/immutable").await;
-        e.advance(10_000_000);
-        assert!(e.get("/immutable").await.1);
+        let (_, hit, _, facts) = e.get("/immutable").await;
+        assert!(
+            hit && !facts.revalidated,
+            "fresh: served without asking the origin"
+        );
+        assert_eq!(e.origin.count("/immutable"), 1);
+        e.advance(2);
+        let (_, hit, _, _) = e.get("/immutable").await;
+        assert!(!hit, "stale after its max-age=1, and it has no validator");
+        assert_eq!(e.origin.count("/immutable"), 2);
     }
 
     pub async fn a_304_refreshes_headers_and_expiry_without_rewriting_the_body(table: Table) {
@@ -427,7 +437,7 @@ mod suite {
 
     pub async fn key_fn_replaces_the_key(table: Table) {
         let e = env(table, |b| {
-            b.key_fn(|req, _| format!("path:{}", req.url().path()))
+            b.key_fn(|req, _| format!("path:{}", req.uri.path()))
         })
         .await;
         let (_, _, _, facts) = e.get("/json?x=1").await;
@@ -562,6 +572,9 @@ mod suite {
             .await
             .unwrap();
         assert!(!res.from_cache());
+        assert_eq!(e.origin.count("/etag"), 4);
+        // DoNotCache is the fallback for responses without explicit freshness: /etag says
+        // max-age=60, which wins (the response's headers come first).
         let res = e
             .client
             .get(e.origin.url("/etag"))
@@ -569,8 +582,22 @@ mod suite {
             .send()
             .await
             .unwrap();
+        assert!(res.from_cache());
+        let stored = e.client.cache().stats().stored;
+        let res = e
+            .client
+            .get(e.origin.url("/binary"))
+            .expire_after(ExpireAfter::DoNotCache)
+            .send()
+            .await
+            .unwrap();
         assert!(!res.from_cache());
-        assert_eq!(e.origin.count("/etag"), 5);
+        assert_eq!(
+            e.client.cache().stats().stored,
+            stored,
+            "no explicit freshness and DoNotCache: not stored"
+        );
+        assert_eq!(e.origin.count("/etag"), 4);
     }
 
     pub async fn read_only_and_disabled_caches_never_write(table: Table) {
@@ -946,6 +973,7 @@ mod suite {
     pub async fn signed_responses_that_fail_verification_are_never_served(table: Table) {
         let origin = Origin::start().await;
         let clock = ManualClock::new();
+        origin.follow_clock(&clock);
         let client = |keys: &[&str]| {
             let cache = HttpCache::builder()
                 .clock(clock.clone())

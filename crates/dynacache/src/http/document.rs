@@ -7,8 +7,16 @@
 //! headers  { "content-type": ["application/json"], "etag": ["\"v1\""], … }
 //! request  { "method": "GET", "url": "…", "headers": { … } }   (secrets removed)
 //! created  Sun, 22 Nov 2026 14:00:00 GMT       expires  Sun, 22 Nov 2026 15:00:00 GMT
-//! body     {"users": […]}                      (text up to 64 KiB; else `v`, binary)
+//! received 1795356000000 (epoch ms, updated by revalidation)   age 0 (ms, when received)
+//! body     {"users": […]}                      (text up to 4 KiB by default; else `v`, binary)
 //! ```
+//!
+//! A response that varies (`Vary`) is stored as a small index item under the request's key,
+//! naming the varying headers and a generation, and one response item per variant under
+//! `{key}.{hash of the generation and the normalised header values}`. Replacing or deleting the
+//! index makes every variant of the old generation unreachable at once, in every process, even
+//! variants another process was writing meanwhile; the index also lists its variants so that
+//! deletions remove them.
 
 use std::collections::HashMap;
 
@@ -35,8 +43,12 @@ const CREATED: &str = "created";
 const EXPIRES_TEXT: &str = "expires";
 const BODY: &str = "body";
 const BODY_SIZE: &str = "size";
+const RECEIVED: &str = "received";
+const INITIAL_AGE: &str = "age";
 pub(crate) const SIGNATURE: &str = "sig";
-pub(crate) const VARY: &str = "vary";
+const VARY: &str = "vary";
+const GENERATION: &str = "gen";
+pub(crate) const VARIANTS: &str = "variants";
 
 /// A response as stored.
 #[derive(Debug, Clone)]
@@ -46,7 +58,10 @@ pub(crate) struct StoredResponse {
     pub(crate) method: String,
     pub(crate) headers: HeaderMap,
     pub(crate) request_headers: HeaderMap,
-    pub(crate) created_ms: i64,
+    /// When the response was received (or last revalidated), epoch ms.
+    pub(crate) received_ms: i64,
+    /// Its age when received (RFC 9111 §4.2.3 `corrected_initial_age`), ms.
+    pub(crate) initial_age_ms: i64,
     pub(crate) expires_ms: Option<i64>,
     pub(crate) body: bytes::Bytes,
 }
@@ -72,7 +87,8 @@ pub(crate) fn signing_input(doc: &StoredResponse) -> Vec<u8> {
     part(doc.status.as_str().as_bytes());
     part(doc.method.as_bytes());
     part(doc.url.as_bytes());
-    part(&doc.created_ms.to_be_bytes());
+    part(&doc.received_ms.to_be_bytes());
+    part(&doc.initial_age_ms.to_be_bytes());
     for headers in [&doc.headers, &doc.request_headers] {
         let mut pairs: Vec<(&str, &[u8])> = headers
             .iter()
@@ -187,7 +203,9 @@ pub(crate) fn to_attributes(
                 (HEADERS.to_owned(), headers_to_attr(&doc.request_headers)),
             ])),
         ),
-        (CREATED.to_owned(), s(http_date(doc.created_ms))),
+        (CREATED.to_owned(), s(http_date(doc.received_ms))),
+        (RECEIVED.to_owned(), n(doc.received_ms)),
+        (INITIAL_AGE.to_owned(), n(doc.initial_age_ms)),
         (BODY_SIZE.to_owned(), n(doc.body.len())),
     ]);
     if let Some(e) = doc.expires_ms {
@@ -254,19 +272,26 @@ pub(crate) fn from_item(
         method: get_s(item, METHOD).unwrap_or("GET").to_owned(),
         headers: headers_from_attr(key, item.get(HEADERS))?,
         request_headers: headers_from_attr(key, request.and_then(|r| r.get(HEADERS)))?,
-        created_ms: get_i64(item, item::WRITTEN)
+        received_ms: get_i64(item, RECEIVED)
+            .or_else(|| get_i64(item, item::WRITTEN))
             .and_then(|w| w.ok())
             .unwrap_or(0),
+        initial_age_ms: get_i64(item, INITIAL_AGE)
+            .and_then(|a| a.ok())
+            .unwrap_or(0)
+            .max(0),
         expires_ms: get_i64(item, item::EXPIRES).and_then(|e| e.ok()),
         body,
     })
 }
 
-/// The attributes of a stored response that a revalidation changes: its headers and the
-/// readable expiry.
+/// The attributes of a stored response that a revalidation changes: its headers, when it was
+/// received and its age then, and the readable expiry.
 pub(crate) fn metadata_attributes(doc: &StoredResponse) -> Item {
     Item::from([
         (HEADERS.to_owned(), headers_to_attr(&doc.headers)),
+        (RECEIVED.to_owned(), n(doc.received_ms)),
+        (INITIAL_AGE.to_owned(), n(doc.initial_age_ms)),
         (
             EXPIRES_TEXT.to_owned(),
             s(doc.expires_ms.map_or_else(|| "never".to_owned(), http_date)),
@@ -274,28 +299,69 @@ pub(crate) fn metadata_attributes(doc: &StoredResponse) -> Item {
     ])
 }
 
-/// The attributes of a `Vary` index item: the header names the variants depend on.
-pub(crate) fn vary_attributes(names: &[String], url: &str) -> Item {
-    Item::from([
+/// A `Vary` index: the request headers a URL's responses vary on, and the generation that
+/// names the current variants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct VaryIndex {
+    pub(crate) names: Vec<String>,
+    pub(crate) generation: String,
+    /// The variant suffixes written under this index (for deletion).
+    pub(crate) variants: Vec<String>,
+}
+
+impl VaryIndex {
+    /// A new index, with a fresh generation.
+    pub(crate) fn new(names: Vec<String>) -> Self {
+        VaryIndex {
+            names,
+            generation: format!("{:016x}", fastrand::u64(..)),
+            variants: Vec::new(),
+        }
+    }
+}
+
+/// The attributes of a `Vary` index item.
+pub(crate) fn index_attributes(index: &VaryIndex, url: &str) -> Item {
+    let mut attrs = Item::from([
         (KIND.to_owned(), s(KIND_VARY)),
         (URL.to_owned(), s(url)),
         (
             VARY.to_owned(),
-            AttributeValue::L(names.iter().map(|n| s(n.clone())).collect()),
+            AttributeValue::L(index.names.iter().map(|n| s(n.clone())).collect()),
         ),
-    ])
+        (GENERATION.to_owned(), s(index.generation.clone())),
+    ]);
+    if !index.variants.is_empty() {
+        attrs.insert(
+            VARIANTS.to_owned(),
+            AttributeValue::Ss(index.variants.clone()),
+        );
+    }
+    attrs
 }
 
-pub(crate) fn vary_names(item: &Item) -> Option<Vec<String>> {
+/// The condition "this index still has that generation", as attribute name and value.
+pub(crate) fn generation_condition(index: &VaryIndex) -> (&'static str, AttributeValue) {
+    (GENERATION, s(index.generation.clone()))
+}
+
+/// The `Vary` index an item holds, if it is one.
+pub(crate) fn vary_index(item: &Item) -> Option<VaryIndex> {
     if get_s(item, KIND) != Some(KIND_VARY) {
         return None;
     }
-    Some(
-        item.get(VARY)
-            .and_then(|v| v.as_l().ok())
-            .map(|l| l.iter().filter_map(|v| v.as_s().ok().cloned()).collect())
-            .unwrap_or_default(),
-    )
+    let strings = |name: &str| -> Vec<String> {
+        match item.get(name) {
+            Some(AttributeValue::L(l)) => l.iter().filter_map(|v| v.as_s().ok().cloned()).collect(),
+            Some(AttributeValue::Ss(v)) => v.clone(),
+            _ => Vec::new(),
+        }
+    };
+    Some(VaryIndex {
+        names: strings(VARY),
+        generation: get_s(item, GENERATION).unwrap_or_default().to_owned(),
+        variants: strings(VARIANTS),
+    })
 }
 
 /// The attributes of a redirect alias: the key of the final URL points to the response stored
@@ -306,6 +372,11 @@ pub(crate) fn redirect_attributes(target: &str, url: &str) -> Item {
         (URL.to_owned(), s(url)),
         (TARGET.to_owned(), s(target)),
     ])
+}
+
+/// Whether an item is a stored response (not an index or an alias).
+pub(crate) fn is_response(item: &Item) -> bool {
+    get_s(item, KIND) == Some(KIND_RESPONSE)
 }
 
 pub(crate) fn redirect_target(item: &Item) -> Option<String> {

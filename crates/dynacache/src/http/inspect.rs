@@ -4,14 +4,13 @@
 use std::time::{Duration, SystemTime};
 
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
-use reqwest::{Method, Request};
+use http::Method;
 
-use super::cache::HttpCache;
 use super::document;
+use super::engine::HttpCache;
 use super::settings::ExpireAfter;
 use crate::clock::millis_to_system_time;
 use crate::error::Result;
-use crate::table::ScanSpec;
 use crate::table::item::{self, Item, get_i64, get_s};
 
 /// A stored response in full, as read by [`HttpCache::stored_response`].
@@ -108,14 +107,34 @@ impl HttpCache {
     /// # Ok(()) }
     /// ```
     pub fn key_for_url(&self, url: &str) -> Option<String> {
-        self.key_for(&self.get_request(url)?)
+        let url = url::Url::parse(url).ok()?;
+        let parts = super::stored::parts_for(Method::GET, &url)?;
+        Some(self.key_for_parts(&parts, &url, &[]))
+    }
+
+    /// The key a request has (`None` for a request whose URI is not an absolute URL).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+    /// use dynacache::{Table, http::HttpCache};
+    ///
+    /// let cache = HttpCache::builder().build(Table::builder().open().await?)?;
+    /// let request = http::Request::get("https://example.com/a").body(Vec::new()).unwrap();
+    /// assert_eq!(cache.key_for_request(&request), cache.key_for_url("https://example.com/a"));
+    /// # Ok(()) }
+    /// ```
+    pub fn key_for_request<B: AsRef<[u8]>>(&self, request: &http::Request<B>) -> Option<String> {
+        let url = url::Url::parse(&request.uri().to_string()).ok()?;
+        let mut parts = super::stored::parts_for(request.method().clone(), &url)?;
+        parts.headers = request.headers().clone();
+        Some(self.key_for_parts(&parts, &url, request.body().as_ref()))
     }
 
     /// The stored response under a key (expired or not; following a redirect alias, and for a
     /// `Vary` index, the variant of a request with no headers). `None` when nothing usable is
     /// stored.
     pub async fn stored_response(&self, key: &str) -> Result<Option<StoredResponse>> {
-        let Some(found) = self.lookup(key, &http::HeaderMap::new()).await? else {
+        let Some(found) = self.lookup(key, &http::HeaderMap::new()).await?.found else {
             return Ok(None);
         };
         let now = self.inner.store.now();
@@ -127,7 +146,7 @@ impl HttpCache {
                 url: doc.url.clone(),
                 status: doc.status.as_u16(),
                 size: doc.body.len() as u64,
-                created_at: millis_to_system_time(doc.created_ms),
+                created_at: millis_to_system_time(doc.received_ms),
                 expires: doc.expires_ms.map(millis_to_system_time),
                 is_expired: doc.expires_ms.is_some_and(|e| e <= now),
             },
@@ -181,81 +200,30 @@ impl HttpCache {
 
     /// Whether a response to `GET url` is stored.
     pub async fn contains_url(&self, url: &str) -> Result<bool> {
-        match self.get_request(url) {
-            Some(req) => self.contains_request(&req).await,
-            None => Ok(false),
-        }
-    }
-
-    /// Whether a response to this request is stored.
-    pub async fn contains_request(&self, request: &Request) -> Result<bool> {
-        match self.key_for(request) {
+        match self.key_for_url(url) {
             Some(key) => self.contains_key(&key).await,
             None => Ok(false),
         }
     }
 
-    fn get_request(&self, url: &str) -> Option<Request> {
-        Some(Request::new(Method::GET, url::Url::parse(url).ok()?))
+    /// Whether a response to this request is stored.
+    pub async fn contains_request<B: AsRef<[u8]>>(
+        &self,
+        request: &http::Request<B>,
+    ) -> Result<bool> {
+        match self.key_for_request(request) {
+            Some(key) => self.contains_key(&key).await,
+            None => Ok(false),
+        }
     }
 
     /// Deletes responses by key. A key whose item is a `Vary` index (a response stored in
-    /// variants) takes every variant with it, found with one scan of the variants' prefixes for
-    /// the whole call. Returns how many responses were there.
+    /// variants) takes every variant with it. Returns how many responses were there.
     pub async fn delete_keys<S: AsRef<str>>(
         &self,
         keys: impl IntoIterator<Item = S>,
     ) -> Result<u64> {
-        let removed = self
-            .remove_all(keys.into_iter().map(|k| k.as_ref().to_owned()))
-            .await?;
-        let ns = self.namespace();
-        let mut deleted = 0u64;
-        let mut variant_prefixes = Vec::new();
-        for (key, item) in &removed {
-            match item {
-                Some(item) if document::vary_names(item).is_some() => {
-                    variant_prefixes.push(format!("{ns}:{key}."));
-                }
-                Some(_) => deleted += 1,
-                None => {}
-            }
-        }
-        if !variant_prefixes.is_empty() {
-            let variants: Vec<String> = self
-                .table()
-                .scan(ScanSpec {
-                    prefixes: variant_prefixes,
-                    projection: Some(vec![]),
-                })
-                .try_filter_map(|item| {
-                    let key = get_s(&item, self.table().key_attribute())
-                        .and_then(|pk| pk.get(ns.len() + 1..))
-                        .map(str::to_owned);
-                    futures::future::ready(Ok(key))
-                })
-                .try_collect()
-                .await?;
-            let gone = self.remove_all(variants).await?;
-            deleted += gone.iter().filter(|(_, item)| item.is_some()).count() as u64;
-        }
-        Ok(deleted)
-    }
-
-    /// Removes these keys (chunks included), a few at a time; returns what each key held.
-    async fn remove_all(
-        &self,
-        keys: impl IntoIterator<Item = String>,
-    ) -> Result<Vec<(String, Option<Item>)>> {
-        let store = &self.inner.store;
-        futures::stream::iter(keys)
-            .map(|k| async move {
-                let key = store.key(k.as_bytes())?;
-                let old = store.remove(&key).await?;
-                Ok((k, old))
-            })
-            .buffer_unordered(16)
-            .try_collect()
+        self.remove_keys(keys.into_iter().map(|k| k.as_ref().to_owned()))
             .await
     }
 
@@ -272,13 +240,13 @@ impl HttpCache {
     }
 
     /// Deletes the responses to these requests.
-    pub async fn delete_requests<'a>(
+    pub async fn delete_requests<'a, B: AsRef<[u8]> + 'a>(
         &self,
-        requests: impl IntoIterator<Item = &'a Request>,
+        requests: impl IntoIterator<Item = &'a http::Request<B>>,
     ) -> Result<u64> {
         let keys: Vec<String> = requests
             .into_iter()
-            .filter_map(|r| self.key_for(r))
+            .filter_map(|r| self.key_for_request(r))
             .collect();
         self.delete_keys(keys).await
     }

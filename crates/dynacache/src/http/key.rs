@@ -163,25 +163,32 @@ pub(crate) fn create_key(
     hex::encode(&hasher.finalize()[..16])
 }
 
-/// The key of one `Vary` variant of a response stored under `base`.
-pub(crate) fn variant_key(base: &str, vary: &[String], headers: &HeaderMap) -> String {
+/// The suffix that names one `Vary` variant: a hash of the varying request headers, each
+/// normalised (whitespace, case, list order where the order carries no meaning), so equivalent
+/// requests select the same variant.
+pub(crate) fn variant_suffix(index: &super::document::VaryIndex, headers: &HeaderMap) -> String {
     let mut hasher = Sha256::new();
-    hasher.update(base.as_bytes());
-    for name in vary {
+    hasher.update(b"dynacache-vary-v2");
+    hasher.update((index.generation.len() as u64).to_be_bytes());
+    hasher.update(index.generation.as_bytes());
+    for name in &index.names {
         hasher.update((name.len() as u64).to_be_bytes());
         hasher.update(name.as_bytes());
-        let values: Vec<&[u8]> = headers
-            .get_all(name.as_str())
-            .iter()
-            .map(|v| v.as_bytes())
-            .collect();
-        hasher.update((values.len() as u64).to_be_bytes());
-        for v in values {
-            hasher.update((v.len() as u64).to_be_bytes());
-            hasher.update(v);
+        match super::policy::normalised(name, headers) {
+            None => hasher.update([0u8]),
+            Some(value) => {
+                hasher.update([1u8]);
+                hasher.update((value.len() as u64).to_be_bytes());
+                hasher.update(&value);
+            }
         }
     }
-    format!("{base}.{}", hex::encode(&hasher.finalize()[..16]))
+    hex::encode(&hasher.finalize()[..16])
+}
+
+/// The key of one `Vary` variant of a response stored under `base`.
+pub(crate) fn variant_key(base: &str, suffix: &str) -> String {
+    format!("{base}.{suffix}")
 }
 
 #[cfg(test)]

@@ -9,29 +9,59 @@ use http::{HeaderName, Method};
 
 use crate::error::{Error, Result};
 
-/// How long a response stays fresh.
+/// How long a response stays fresh when its own headers do not say.
+///
+/// Explicit freshness in the response (`Cache-Control: max-age`, `s-maxage` in a shared cache,
+/// `Expires`) always wins; this is the fallback for responses without it.
 ///
 /// ```
 /// use std::time::Duration;
 /// use dynacache::http::ExpireAfter;
 ///
 /// let ten_minutes = ExpireAfter::After(Duration::from_secs(600));
-/// assert_ne!(ten_minutes, ExpireAfter::Never);
+/// assert_ne!(ten_minutes, ExpireAfter::Headers);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ExpireAfter {
-    /// Fresh forever.
+    /// Fresh forever (the default of a private cache, as in requests-cache).
     Never,
-    /// Neither read from nor written to the cache.
+    /// Not stored, unless the response's headers give it explicit freshness.
     DoNotCache,
     /// Stored, but stale at once: revalidated with the origin on every use. Stored only when the
     /// response has a validator (`ETag` or `Last-Modified`), as it is useless otherwise.
     Immediately,
-    /// Fresh for this long after it is fetched.
+    /// Fresh for this long after it is received.
     After(Duration),
     /// Fresh until this instant.
     At(SystemTime),
+    /// Only what the headers and RFC 9111's heuristic say: a response with `Last-Modified` is
+    /// fresh for a fraction of its age (see
+    /// [`heuristic_freshness`](super::HttpCacheBuilder::heuristic_freshness)); one with neither
+    /// is stale at once (stored only with a validator). The default of a shared cache.
+    Headers,
+}
+
+/// What a cache does with responses that set cookies (`Set-Cookie`).
+///
+/// RFC 9111 §7.3 lets a cache store and replay them; a shared cache that did so would hand
+/// one user's cookie to every other user, which is why nginx and Varnish refuse by default,
+/// and so does a shared dynacache.
+///
+/// ```
+/// use dynacache::http::{HttpCache, SetCookie};
+/// let builder = HttpCache::builder().shared(true).set_cookie(SetCookie::Strip);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SetCookie {
+    /// Store them with their cookies and replay them (RFC 9111; the private cache's default).
+    Store,
+    /// Store them without their `Set-Cookie` fields: the request that fetched the response gets
+    /// its cookie, later ones do not.
+    Strip,
+    /// Do not store them (the shared cache's default).
+    DoNotStore,
 }
 
 impl ExpireAfter {
@@ -40,7 +70,7 @@ impl ExpireAfter {
     pub(crate) fn to_expiry(self) -> crate::Expiry {
         match self {
             ExpireAfter::Never => crate::Expiry::Never,
-            ExpireAfter::DoNotCache | ExpireAfter::Immediately => {
+            ExpireAfter::DoNotCache | ExpireAfter::Immediately | ExpireAfter::Headers => {
                 crate::Expiry::After(Duration::ZERO)
             }
             ExpireAfter::After(d) => crate::Expiry::After(d),
@@ -70,14 +100,6 @@ pub enum StaleWindow {
 }
 
 impl StaleWindow {
-    pub(crate) fn allows(self, stale_for: Duration) -> bool {
-        match self {
-            StaleWindow::Off => false,
-            StaleWindow::Always => true,
-            StaleWindow::Max(max) => stale_for <= max,
-        }
-    }
-
     pub(crate) fn max(a: Self, b: Self) -> Self {
         match (a, b) {
             (StaleWindow::Always, _) | (_, StaleWindow::Always) => StaleWindow::Always,
@@ -144,7 +166,7 @@ impl UrlPattern {
 pub type FilterFn = Arc<dyn Fn(&http::response::Parts) -> bool + Send + Sync>;
 
 /// A custom cache key: given the request and the key dynacache would use, returns the key to use.
-pub type KeyFn = Arc<dyn Fn(&reqwest::Request, &str) -> String + Send + Sync>;
+pub type KeyFn = Arc<dyn Fn(&http::request::Parts, &str) -> String + Send + Sync>;
 
 /// The default `ignored_parameters`: credentials that must never be part of a key or be stored.
 pub const DEFAULT_IGNORED_PARAMETERS: &[&str] = &[
@@ -158,16 +180,23 @@ pub const DEFAULT_IGNORED_PARAMETERS: &[&str] = &[
     "access_token",
     "api_key",
     "apikey",
+    "token",
 ];
 
 /// The settings of an HTTP cache (see [`HttpCacheBuilder`](super::HttpCacheBuilder)).
 #[derive(Clone)]
 pub(crate) struct Settings {
-    pub(crate) expire_after: ExpireAfter,
+    /// `None`: the mode's default ([`ExpireAfter::Never`] private, [`ExpireAfter::Headers`]
+    /// shared).
+    pub(crate) expire_after: Option<ExpireAfter>,
     pub(crate) urls_expire_after: Vec<(UrlPattern, ExpireAfter)>,
     pub(crate) cache_control: bool,
     pub(crate) shared: bool,
-    pub(crate) allowed_codes: Vec<u16>,
+    /// `None`: the mode's default (`[200]` private, anything RFC 9111 allows shared).
+    pub(crate) allowed_codes: Option<Vec<u16>>,
+    pub(crate) set_cookie: Option<SetCookie>,
+    pub(crate) heuristic_fraction: f64,
+    pub(crate) heuristic_max: Duration,
     pub(crate) allowed_methods: Vec<Method>,
     pub(crate) match_headers: MatchHeaders,
     pub(crate) ignored_parameters: Vec<String>,
@@ -190,6 +219,9 @@ impl fmt::Debug for Settings {
             .field("cache_control", &self.cache_control)
             .field("shared", &self.shared)
             .field("allowed_codes", &self.allowed_codes)
+            .field("set_cookie", &self.set_cookie)
+            .field("heuristic_fraction", &self.heuristic_fraction)
+            .field("heuristic_max", &self.heuristic_max)
             .field("allowed_methods", &self.allowed_methods)
             .field("match_headers", &self.match_headers)
             .field("ignored_parameters", &self.ignored_parameters)
@@ -207,11 +239,14 @@ impl fmt::Debug for Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            expire_after: ExpireAfter::Never,
+            expire_after: None,
             urls_expire_after: Vec::new(),
             cache_control: true,
             shared: false,
-            allowed_codes: vec![200],
+            allowed_codes: None,
+            set_cookie: None,
+            heuristic_fraction: 0.1,
+            heuristic_max: Duration::from_secs(86_400),
             allowed_methods: vec![Method::GET, Method::HEAD],
             match_headers: MatchHeaders::None,
             ignored_parameters: DEFAULT_IGNORED_PARAMETERS
@@ -238,13 +273,46 @@ impl Settings {
             .any(|p| p.eq_ignore_ascii_case(name))
     }
 
+    /// The fallback expiry when nothing else is configured.
+    pub(crate) fn default_expire_after(&self) -> ExpireAfter {
+        self.expire_after.unwrap_or(if self.shared {
+            ExpireAfter::Headers
+        } else {
+            ExpireAfter::Never
+        })
+    }
+
     /// The expiry configured for a URL: the first matching `urls_expire_after`, else
     /// `expire_after`.
     pub(crate) fn expire_after_for(&self, url: &url::Url) -> ExpireAfter {
         self.urls_expire_after
             .iter()
             .find(|(p, _)| p.matches(url))
-            .map_or(self.expire_after, |(_, e)| *e)
+            .map_or_else(|| self.default_expire_after(), |(_, e)| *e)
+    }
+
+    /// The decision rules of this cache, for the policy module.
+    pub(crate) fn policy(&self) -> super::policy::PolicyConfig {
+        super::policy::PolicyConfig {
+            shared: self.shared,
+            honour_headers: self.cache_control,
+            heuristic_fraction: self.heuristic_fraction,
+            heuristic_max_ms: self.heuristic_max.as_millis().min(i64::MAX as u128) as i64,
+            allowed_codes: match (&self.allowed_codes, self.shared) {
+                (Some(codes), _) => Some(codes.clone()),
+                (None, true) => None,
+                (None, false) => Some(vec![200]),
+            },
+            set_cookie: self.set_cookie.unwrap_or(if self.shared {
+                SetCookie::DoNotStore
+            } else {
+                SetCookie::Store
+            }),
+            targeted_fields: Vec::new(),
+            stale_while_revalidate: self.stale_while_revalidate,
+            stale_if_error: self.stale_if_error,
+            always_revalidate: self.always_revalidate,
+        }
     }
 }
 

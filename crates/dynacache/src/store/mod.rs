@@ -426,6 +426,29 @@ impl Store {
         e
     }
 
+    /// Adds `member` to the string-set attribute `set` of an existing entry, if its attribute
+    /// `when.0` still equals `when.1`. Returns false when the entry is gone or changed.
+    pub(crate) async fn add_to_set(
+        &self,
+        key: &StoredKey,
+        set: &str,
+        member: &str,
+        when: (&str, aws_sdk_dynamodb::types::AttributeValue),
+    ) -> Result<bool> {
+        let update = Expr::new("ADD #set :member")
+            .name("#set", set)
+            .name("#when", when.0)
+            .value(
+                ":member",
+                aws_sdk_dynamodb::types::AttributeValue::Ss(vec![member.to_owned()]),
+            )
+            .value(":when", when.1);
+        self.inner
+            .table
+            .update_item_quiet(&key.pk, update, Some("#when = :when"))
+            .await
+    }
+
     /// Deletes an entry (and its chunks), live or expired; returns the item that was there.
     pub(crate) async fn remove(&self, key: &StoredKey) -> Result<Option<Item>> {
         match self.inner.table.delete_item(&key.pk, None, true).await? {

@@ -16,6 +16,8 @@ use axum::routing::any;
 #[derive(Clone, Default)]
 pub struct Origin {
     counts: Arc<Mutex<HashMap<String, usize>>>,
+    /// The clock the origin's `Date` headers follow (the test's manual clock), if set.
+    clock: Arc<Mutex<Option<dynacache::ManualClock>>>,
     /// When set, every route answers 500.
     pub failing: Arc<AtomicBool>,
     /// When set, validators in requests are ignored (the resource "changed").
@@ -49,6 +51,21 @@ impl Origin {
         *self.counts.lock().unwrap().get(path).unwrap_or(&0)
     }
 
+    /// Dates responses (`Date`, and the `Expires` of `/expires/N`) by this clock instead of the
+    /// system clock, so that ages computed by a cache on the same clock are right.
+    pub fn follow_clock(&self, clock: &dynacache::ManualClock) {
+        *self.clock.lock().unwrap() = Some(clock.clone());
+    }
+
+    /// The origin's idea of now.
+    pub fn now(&self) -> std::time::SystemTime {
+        use dynacache::Clock;
+        match &*self.clock.lock().unwrap() {
+            Some(c) => std::time::UNIX_EPOCH + Duration::from_millis(c.now_millis() as u64),
+            None => std::time::SystemTime::now(),
+        }
+    }
+
     pub fn fail(&self, failing: bool) {
         self.failing.store(failing, Ordering::SeqCst);
     }
@@ -65,6 +82,23 @@ fn response(status: StatusCode, headers: &[(&str, String)], body: impl Into<Body
 async fn handle(
     State(origin): State<Origin>,
     Path(path): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let now = origin.now();
+    let mut res = route(origin, path, headers, body).await;
+    if !res.headers().contains_key(header::DATE) {
+        res.headers_mut().insert(
+            header::DATE,
+            axum::http::HeaderValue::from_str(&httpdate::fmt_http_date(now)).unwrap(),
+        );
+    }
+    res
+}
+
+async fn route(
+    origin: Origin,
+    path: String,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
@@ -227,7 +261,7 @@ async fn handle(
         }
         ["random", n] => random_response(n.parse().unwrap()),
         ["expires", secs] => {
-            let now = std::time::SystemTime::now();
+            let now = origin.now();
             let secs: u64 = secs.parse().unwrap();
             response(
                 StatusCode::OK,

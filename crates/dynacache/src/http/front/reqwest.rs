@@ -1,10 +1,125 @@
-//! The three ways to use the HTTP cache: an async client, a reqwest-middleware middleware, and
-//! a blocking client. All three call [`HttpCache::execute`].
+//! The reqwest front-ends: an async client, a reqwest-middleware middleware, and a blocking
+//! client. All three turn a `reqwest::Request` into an `http::Request<Bytes>` and hand it to
+//! the engine; they adapt types and nothing else.
 
-use reqwest::{Client, IntoUrl, Method, Request, RequestBuilder, Response};
+use std::sync::Arc;
 
-use super::cache::HttpCache;
-use super::settings::RequestOptions;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use reqwest::{Client, IntoUrl, Method, Request, RequestBuilder, Response, ResponseBuilderExt};
+
+use crate::http::body::CacheBody;
+use crate::http::engine::{FinalUrl, HttpCache, Refresh};
+use crate::http::settings::RequestOptions;
+
+/// The request in the engine's form, or the request back when its body streams (it cannot be
+/// keyed or replayed, so it goes to the origin uncached).
+fn to_engine(req: Request) -> reqwest::Result<Result<http::Request<Bytes>, Request>> {
+    if req.body().is_some_and(|b| b.as_bytes().is_none()) {
+        return Ok(Err(req));
+    }
+    let (parts, body) = http::Request::<reqwest::Body>::try_from(req)?.into_parts();
+    let body = body
+        .as_bytes()
+        .map(Bytes::copy_from_slice)
+        .unwrap_or_default();
+    Ok(Ok(http::Request::from_parts(parts, body)))
+}
+
+/// An engine request as a reqwest request (its extensions carry reqwest's per-request settings,
+/// such as the timeout).
+fn to_reqwest(req: http::Request<Bytes>) -> reqwest::Result<Request> {
+    let empty = req.body().is_empty();
+    let mut out = Request::try_from(req)?;
+    if empty && !matches!(*out.method(), Method::POST | Method::PUT | Method::PATCH) {
+        *out.body_mut() = None;
+    }
+    Ok(out)
+}
+
+/// A reqwest response in the engine's form, its final URL kept as an extension.
+fn from_origin(res: Response) -> http::Response<reqwest::Body> {
+    let url = FinalUrl(res.url().clone());
+    let mut res = http::Response::<reqwest::Body>::from(res);
+    res.extensions_mut().insert(url);
+    res
+}
+
+/// The engine's answer as a reqwest response (bytes from the cache stay reusable bytes).
+fn to_response(
+    res: http::Response<CacheBody<reqwest::Body>>,
+    request_url: &reqwest::Url,
+) -> Response {
+    let url = res
+        .extensions()
+        .get::<FinalUrl>()
+        .map_or_else(|| request_url.clone(), |u| u.0.clone());
+    let (mut parts, body) = res.into_parts();
+    let body = match body.as_full() {
+        Some(bytes) => reqwest::Body::from(bytes),
+        None => reqwest::Body::wrap(body),
+    };
+    let with_url = http::Response::builder()
+        .url(url)
+        .body(())
+        .map(|r| r.into_parts().0.extensions)
+        .unwrap_or_default();
+    parts.extensions.extend(with_url);
+    Response::from(http::Response::from_parts(parts, body))
+}
+
+/// Background refreshes through this client.
+fn refresher(client: Client) -> Refresh {
+    Arc::new(move |req| {
+        let client = client.clone();
+        Box::pin(async move {
+            let res = client.execute(to_reqwest(req)?).await?;
+            Ok(from_origin(res).map(|b| b.map_err(std::io::Error::other).boxed_unsync()))
+        })
+    })
+}
+
+/// Sends a request through the cache with `send` as the way to the origin.
+async fn execute<F, Fut, E>(
+    cache: &HttpCache,
+    request: Request,
+    options: RequestOptions,
+    send: F,
+    refresh: Option<Refresh>,
+) -> Result<Response, E>
+where
+    F: Fn(Request) -> Fut,
+    Fut: std::future::Future<Output = Result<Response, E>>,
+    E: From<reqwest::Error>,
+{
+    let url = request.url().clone();
+    let req = match to_engine(request)? {
+        Ok(req) => req,
+        Err(request) => {
+            let mut parts = http::Request::new(()).into_parts().0;
+            parts.method = request.method().clone();
+            parts.headers = request.headers().clone();
+            if let Ok(uri) = url.as_str().parse() {
+                parts.uri = uri;
+            }
+            let res = send(request).await?;
+            cache
+                .invalidate_for(parts, res.status(), res.headers())
+                .await;
+            return Ok(res);
+        }
+    };
+    let send = &send;
+    let res = cache
+        .execute(
+            req,
+            options,
+            |req| async move { Ok::<_, E>(from_origin(send(to_reqwest(req)?).await?)) },
+            refresh,
+        )
+        .await?;
+    Ok(to_response(res, &url))
+}
 
 /// A caching HTTP client: a [`reqwest::Client`] whose requests go through an [`HttpCache`].
 ///
@@ -24,17 +139,31 @@ use super::settings::RequestOptions;
 /// assert!(!first.from_cache() && second.from_cache());
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CachedClient {
     client: Client,
     cache: HttpCache,
+    refresh: Refresh,
+}
+
+impl std::fmt::Debug for CachedClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedClient")
+            .field("client", &self.client)
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
+    }
 }
 
 impl CachedClient {
     /// Wraps a client.
     pub fn new(client: Client, cache: HttpCache) -> Self {
-        cache.use_refresh_client(&client);
-        CachedClient { client, cache }
+        let refresh = refresher(client.clone());
+        CachedClient {
+            client,
+            cache,
+            refresh,
+        }
     }
 
     /// The cache, for inspection and maintenance.
@@ -83,9 +212,14 @@ impl CachedClient {
         options: RequestOptions,
     ) -> reqwest::Result<Response> {
         let client = &self.client;
-        self.cache
-            .execute(request, options, |req| client.execute(req))
-            .await
+        execute(
+            &self.cache,
+            request,
+            options,
+            |req| client.execute(req),
+            Some(self.refresh.clone()),
+        )
+        .await
     }
 }
 
@@ -128,7 +262,7 @@ impl CachedRequestBuilder {
     }
 
     /// Overrides the expiry of this response.
-    pub fn expire_after(mut self, expire_after: impl Into<super::ExpireAfter>) -> Self {
+    pub fn expire_after(mut self, expire_after: impl Into<crate::http::ExpireAfter>) -> Self {
         self.options.expire_after = Some(expire_after.into());
         self
     }
@@ -183,16 +317,30 @@ impl CachedRequestBuilder {
 ///     .await?;
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CacheMiddleware {
     cache: HttpCache,
+    refresh: Refresh,
+}
+
+impl std::fmt::Debug for CacheMiddleware {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheMiddleware")
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
+    }
 }
 
 impl CacheMiddleware {
     /// A middleware storing in this cache. Background refreshes (`stale_while_revalidate`) use
-    /// the builder's `refresh_client`, else a default client.
+    /// the builder's `refresh_client`, else a default client: they cannot go through the rest
+    /// of the middleware stack, which lives only as long as the request.
     pub fn new(cache: HttpCache) -> Self {
-        CacheMiddleware { cache }
+        let client = cache.refresh_client().cloned().unwrap_or_default();
+        CacheMiddleware {
+            refresh: refresher(client),
+            cache,
+        }
     }
 
     /// The cache, for inspection and maintenance.
@@ -214,13 +362,12 @@ impl reqwest_middleware::Middleware for CacheMiddleware {
             .cloned()
             .unwrap_or_default();
         let shared = extensions.clone();
-        self.cache
-            .execute(req, options, |req| {
-                let next = next.clone();
-                let mut ext = shared.clone();
-                async move { next.run(req, &mut ext).await }
-            })
-            .await
+        let send = |req: Request| {
+            let next = next.clone();
+            let mut ext = shared.clone();
+            async move { next.run(req, &mut ext).await }
+        };
+        execute(&self.cache, req, options, send, Some(self.refresh.clone())).await
     }
 }
 
@@ -239,10 +386,9 @@ impl reqwest_middleware::Middleware for CacheMiddleware {
 pub mod blocking {
     use std::sync::Arc;
 
-    use super::super::cache::{CacheFacts, CacheFactsExt, HttpCache, HttpCacheBuilder};
-    use super::super::settings::RequestOptions;
     use crate::TableBuilder;
     use crate::error::{Error, Result};
+    use crate::http::{CacheFacts, CacheFactsExt, HttpCache, HttpCacheBuilder, RequestOptions};
 
     /// A response read to the end.
     #[derive(Debug, Clone)]

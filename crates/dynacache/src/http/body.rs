@@ -1,0 +1,164 @@
+//! The body of a response that went through the cache: bytes from the cache (or an origin body
+//! read to the end to be stored), or the origin's body passed through as it streams.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+
+/// A boxed error, as bodies report them.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+pin_project_lite::pin_project! {
+    /// The body of a response served by the cache engine: either whole bytes (served from the
+    /// cache, or read from the origin to be stored) or the origin's own body streaming through,
+    /// after the bytes that were read before it turned out too large to store.
+    ///
+    /// ```
+    /// use http_body_util::BodyExt;
+    /// use dynacache::http::CacheBody;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let body: CacheBody<http_body_util::Empty<bytes::Bytes>> = CacheBody::full("cached");
+    /// assert_eq!(body.collect().await.unwrap().to_bytes(), "cached");
+    /// # }
+    /// ```
+    #[derive(Debug)]
+    pub struct CacheBody<B> {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = KindProj]
+    #[derive(Debug)]
+    enum Kind<B> {
+        Full { bytes: Option<Bytes> },
+        Streaming { prefix: Option<Bytes>, #[pin] rest: B },
+        Broken { error: Option<BoxError> },
+    }
+}
+
+impl<B> CacheBody<B> {
+    /// A body of these bytes.
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        let bytes = bytes.into();
+        CacheBody {
+            kind: Kind::Full {
+                bytes: (!bytes.is_empty()).then_some(bytes),
+            },
+        }
+    }
+
+    /// The origin's body, after `prefix` (bytes already read from it).
+    pub(crate) fn streaming(prefix: Bytes, rest: B) -> Self {
+        CacheBody {
+            kind: Kind::Streaming {
+                prefix: (!prefix.is_empty()).then_some(prefix),
+                rest,
+            },
+        }
+    }
+
+    /// A body that fails when read: the origin's body broke off, and the caller must see an
+    /// error rather than a truncated body that looks complete.
+    pub(crate) fn broken(error: BoxError) -> Self {
+        CacheBody {
+            kind: Kind::Broken { error: Some(error) },
+        }
+    }
+
+    /// The bytes, when the body is whole.
+    pub(crate) fn as_full(&self) -> Option<Bytes> {
+        match &self.kind {
+            Kind::Full { bytes } => Some(bytes.clone().unwrap_or_default()),
+            _ => None,
+        }
+    }
+}
+
+impl<B> Body for CacheBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project().kind.project() {
+            KindProj::Full { bytes } => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            KindProj::Streaming { prefix, rest } => {
+                if let Some(p) = prefix.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(p))));
+                }
+                rest.poll_frame(cx).map_err(Into::into)
+            }
+            KindProj::Broken { error } => Poll::Ready(error.take().map(Err)),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full { bytes } => bytes.is_none(),
+            Kind::Streaming { prefix, rest } => prefix.is_none() && rest.is_end_stream(),
+            Kind::Broken { error } => error.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full { bytes } => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            Kind::Streaming { prefix, rest } => {
+                let extra = prefix.as_ref().map_or(0, |b| b.len() as u64);
+                let inner = rest.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(inner.lower().saturating_add(extra));
+                if let Some(upper) = inner.upper() {
+                    hint.set_upper(upper.saturating_add(extra));
+                }
+                hint
+            }
+            Kind::Broken { .. } => SizeHint::default(),
+        }
+    }
+}
+
+/// A body read up to a limit.
+pub(crate) enum Limited<B> {
+    /// All of it.
+    Complete(Bytes),
+    /// More than the limit: what was read, and the rest still to stream.
+    TooLarge(Bytes, B),
+}
+
+/// Reads a body to its end, or until it passes `max` bytes.
+pub(crate) async fn read_limited<B>(mut body: B, max: usize) -> Result<Limited<B>, BoxError>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(Into::into)?;
+        if let Ok(data) = frame.into_data() {
+            if buf.is_empty() && data.len() <= max && body.is_end_stream() {
+                // The whole body in one frame: no copy.
+                return Ok(Limited::Complete(data));
+            }
+            buf.extend_from_slice(&data);
+            if buf.len() > max {
+                return Ok(Limited::TooLarge(buf.freeze(), body));
+            }
+        }
+    }
+    Ok(Limited::Complete(buf.freeze()))
+}

@@ -1,0 +1,316 @@
+//! Building an [`HttpCache`].
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use http::Method;
+
+use super::coalesce::Coalescer;
+use super::engine::{HttpCache, Inner};
+use super::facts::Counters;
+use super::settings::{
+    ExpireAfter, FilterFn, KeyFn, MatchHeaders, SetCookie, Settings, StaleWindow, UrlPattern,
+};
+use crate::clock::{Clock, SystemClock};
+use crate::error::Result;
+use crate::store::{Store, StoreConfig};
+use crate::table::Table;
+
+/// Builds an [`HttpCache`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+/// use std::time::Duration;
+/// use dynacache::Table;
+/// use dynacache::http::{ExpireAfter, HttpCache, StaleWindow};
+///
+/// let cache = HttpCache::builder()
+///     .expire_after(ExpireAfter::After(Duration::from_secs(3600)))
+///     .url_expire_after("api.example.com/live/*", ExpireAfter::After(Duration::from_secs(5)))?
+///     .url_expire_after("*.example.com/static/*", ExpireAfter::Never)?
+///     .stale_if_error(StaleWindow::Max(Duration::from_secs(86_400)))
+///     .build(Table::builder().name("http_cache").open().await?)?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Default)]
+#[must_use]
+pub struct HttpCacheBuilder {
+    settings: Settings,
+    namespace: Option<String>,
+    clock: Option<Arc<dyn Clock>>,
+    ttl_grace: Option<Duration>,
+    refresher: Option<reqwest::Client>,
+    secret_keys: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for HttpCacheBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpCacheBuilder")
+            .field("settings", &self.settings)
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpCacheBuilder {
+    /// The namespace (key prefix) of this cache's items in the table (default `http`).
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// How long responses stay fresh when neither their headers nor a URL pattern say.
+    ///
+    /// The default depends on the mode. A private cache (the default mode, a client caching for
+    /// itself as requests-cache does) keeps such responses fresh forever
+    /// ([`ExpireAfter::Never`]): the user asked for caching, and decides what to store with
+    /// `allowed_codes`, URL patterns and `expire_after`. A shared cache serves many users on the
+    /// origin's behalf, so it stores only what the origin's headers and RFC 9111's heuristics
+    /// allow ([`ExpireAfter::Headers`]).
+    pub fn expire_after(mut self, expire_after: impl Into<ExpireAfter>) -> Self {
+        self.settings.expire_after = Some(expire_after.into());
+        self
+    }
+
+    /// RFC 9111 §4.2.2's heuristic freshness, used by [`ExpireAfter::Headers`] for responses
+    /// with `Last-Modified` and no explicit freshness: fresh for `fraction` of the time since
+    /// they were last modified, at most `max` (default 10%, at most one day).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let builder = dynacache::http::HttpCache::builder()
+    ///     .heuristic_freshness(0.05, Duration::from_secs(3600));
+    /// ```
+    pub fn heuristic_freshness(mut self, fraction: f64, max: Duration) -> Self {
+        self.settings.heuristic_fraction = if fraction.is_finite() {
+            fraction.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        self.settings.heuristic_max = max;
+        self
+    }
+
+    /// What to do with responses that set cookies (default [`SetCookie::Store`] in a private
+    /// cache, [`SetCookie::DoNotStore`] in a shared one).
+    pub fn set_cookie(mut self, policy: SetCookie) -> Self {
+        self.settings.set_cookie = Some(policy);
+        self
+    }
+
+    /// An expiry for URLs matching a glob (matched against the URL without its scheme, with a
+    /// trailing `**` implied: `api.example.com/users`, `*.example.com/static/*`). Patterns are
+    /// tried in the order they are added; the first match wins. An
+    /// [`ExpireAfter::DoNotCache`] for `*` after the others turns them into an allow-list.
+    pub fn url_expire_after(
+        mut self,
+        pattern: &str,
+        expire_after: impl Into<ExpireAfter>,
+    ) -> Result<Self> {
+        self.settings
+            .urls_expire_after
+            .push((UrlPattern::new(pattern)?, expire_after.into()));
+        Ok(self)
+    }
+
+    /// Honour `Cache-Control`, `Expires` and `ETag`/`Last-Modified` freshness of responses
+    /// (default true). Request `Cache-Control` is always honoured.
+    pub fn cache_control(mut self, honour: bool) -> Self {
+        self.settings.cache_control = honour;
+        self
+    }
+
+    /// Shared-cache semantics (RFC 9111): `private` responses and responses to requests with
+    /// `Authorization` are not stored unless the response allows it; `s-maxage` and
+    /// `proxy-revalidate` apply; responses setting cookies are not stored; and the defaults of
+    /// `expire_after` and `allowed_codes` become what the RFC allows. Default false (a private
+    /// cache).
+    pub fn shared(mut self, shared: bool) -> Self {
+        self.settings.shared = shared;
+        self
+    }
+
+    /// Status codes that may be stored. This narrows what RFC 9111 allows (a status with
+    /// explicit freshness or `public`, or a heuristically cacheable one such as 200, 301 or
+    /// 404), never widens it. Default `[200]` in a private cache, no restriction in a shared one.
+    pub fn allowed_codes(mut self, codes: impl IntoIterator<Item = u16>) -> Self {
+        self.settings.allowed_codes = Some(codes.into_iter().collect());
+        self
+    }
+
+    /// Methods that are cached (default GET and HEAD). Add POST to cache POST requests, whose
+    /// body is then part of the key.
+    pub fn allowed_methods(mut self, methods: impl IntoIterator<Item = Method>) -> Self {
+        self.settings.allowed_methods = methods.into_iter().collect();
+        self
+    }
+
+    /// Request headers that are part of the key (default none; `Vary` is always honoured).
+    pub fn match_headers(mut self, match_headers: MatchHeaders) -> Self {
+        self.settings.match_headers = match_headers;
+        self
+    }
+
+    /// Query parameters, JSON and form body fields and headers left out of the key and removed
+    /// from the stored request (default: `Authorization`, `Proxy-Authorization`, `Cookie`,
+    /// `X-API-Key`, `X-Auth-Token`, `X-API-Token`, `X-Access-Token`, `access_token`, `api_key`,
+    /// `apikey`). Case-insensitive. Replaces the defaults.
+    pub fn ignored_parameters<S: Into<String>>(
+        mut self,
+        names: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.settings.ignored_parameters = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// A predicate deciding whether a response may be stored (and, when read back, served).
+    pub fn filter_fn(
+        mut self,
+        f: impl Fn(&http::response::Parts) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.settings.filter_fn = Some(Arc::new(f) as FilterFn);
+        self
+    }
+
+    /// A custom key function: given the request and dynacache's key, returns the key to use.
+    ///
+    /// ```
+    /// let builder = dynacache::http::HttpCache::builder()
+    ///     .key_fn(|req, _| format!("path:{}", req.uri.path()));
+    /// ```
+    pub fn key_fn(
+        mut self,
+        f: impl Fn(&http::request::Parts, &str) -> String + Send + Sync + 'static,
+    ) -> Self {
+        self.settings.key_fn = Some(Arc::new(f) as KeyFn);
+        self
+    }
+
+    /// Revalidate every cached response with the origin before serving it, except fresh
+    /// `immutable` ones (default false).
+    pub fn always_revalidate(mut self, always: bool) -> Self {
+        self.settings.always_revalidate = always;
+        self
+    }
+
+    /// Serve a stale response when the origin fails (a connection error, or 500, 502, 503 or
+    /// 504) while revalidating it, for responses without their own `stale-if-error` (default
+    /// off). Never against `must-revalidate`, `no-cache`, or in a shared cache
+    /// `proxy-revalidate` and `s-maxage`.
+    pub fn stale_if_error(mut self, window: StaleWindow) -> Self {
+        self.settings.stale_if_error = window;
+        self
+    }
+
+    /// Serve a stale response at once and refresh it in the background, once per key however
+    /// many requests arrive meanwhile, for responses without their own
+    /// `stale-while-revalidate` (default off). Never against `must-revalidate`, `no-cache`, or
+    /// in a shared cache `proxy-revalidate` and `s-maxage`.
+    pub fn stale_while_revalidate(mut self, window: StaleWindow) -> Self {
+        self.settings.stale_while_revalidate = window;
+        self
+    }
+
+    /// Answer from the cache only: `504 Gateway Timeout` when nothing fresh is cached.
+    pub fn only_if_cached(mut self, only: bool) -> Self {
+        self.settings.only_if_cached = only;
+        self
+    }
+
+    /// Read from the cache but never write to it.
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.settings.read_only = read_only;
+        self
+    }
+
+    /// Bodies larger than this are passed through without being cached (default 64 MiB).
+    pub fn max_body_size(mut self, bytes: usize) -> Self {
+        self.settings.max_body_size = bytes;
+        self
+    }
+
+    /// Text bodies (text/*, JSON, XML, JavaScript, forms) up to this size are stored as a
+    /// readable string, shown as is by the AWS console and `aws dynamodb get-item` (default
+    /// 4 KiB, at most 64 KiB). Larger ones are stored as binary, zstd-compressed when that saves
+    /// space: a 20 KB JSON response then costs one read unit instead of three. `0` stores every
+    /// body as binary.
+    ///
+    /// ```
+    /// let builder = dynacache::http::HttpCache::builder().readable_body_max(16 * 1024);
+    /// ```
+    pub fn readable_body_max(mut self, bytes: usize) -> Self {
+        self.settings.readable_body_max = bytes.min(64 * 1024);
+        self
+    }
+
+    /// How long after expiry DynamoDB's TTL may delete a response (default: one day, or the
+    /// stale windows when longer), so that revalidation and stale serving still find it.
+    pub fn ttl_grace(mut self, grace: Duration) -> Self {
+        self.ttl_grace = Some(grace);
+        self
+    }
+
+    /// The clock freshness is measured against.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// The client background refreshes (`stale_while_revalidate`) use when the cache runs as a
+    /// middleware (a [`CachedClient`](super::CachedClient) uses its own).
+    pub fn refresh_client(mut self, client: reqwest::Client) -> Self {
+        self.refresher = Some(client);
+        self
+    }
+
+    /// Signs every stored response with HMAC-SHA256 and serves only responses whose signature
+    /// verifies; others are misses (logged and counted, never served). The first key signs;
+    /// every key verifies, so keys can be rotated: put the new key first, keep the old one
+    /// until the responses it signed have expired.
+    pub fn secret_keys<K: AsRef<[u8]>>(mut self, keys: impl IntoIterator<Item = K>) -> Self {
+        self.secret_keys = keys.into_iter().map(|k| k.as_ref().to_vec()).collect();
+        self
+    }
+
+    /// Builds the cache on a table.
+    pub fn build(self, table: Table) -> Result<HttpCache> {
+        if self.secret_keys.iter().any(Vec::is_empty) {
+            return Err(crate::Error::config("a secret key must not be empty"));
+        }
+        let grace = match StaleWindow::max(
+            self.settings.stale_if_error,
+            self.settings.stale_while_revalidate,
+        ) {
+            StaleWindow::Max(d) => d.max(self.ttl_grace.unwrap_or(Duration::from_secs(86_400))),
+            StaleWindow::Always => Duration::from_secs(30 * 86_400),
+            StaleWindow::Off => self.ttl_grace.unwrap_or(Duration::from_secs(86_400)),
+        };
+        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let store = Store::new(
+            table,
+            StoreConfig {
+                namespace: self.namespace.unwrap_or_else(|| "http".into()),
+                ttl_grace: grace,
+                max_value_size: self.settings.max_body_size.saturating_mul(2).max(1 << 20),
+                chunk_size: 350 * 1024,
+                clock: clock.clone(),
+            },
+        )?;
+        let policy = self.settings.policy();
+        Ok(HttpCache {
+            inner: Arc::new(Inner {
+                store,
+                policy,
+                settings: self.settings,
+                clock,
+                enabled: AtomicBool::new(true),
+                counters: Counters::default(),
+                coalescer: Coalescer::default(),
+                refreshing: std::sync::Mutex::new(std::collections::HashSet::new()),
+                secret_keys: self.secret_keys,
+                refresh_client: self.refresher,
+            }),
+        })
+    }
+}

@@ -1,0 +1,561 @@
+//! The HTTP cache engine, on plain `http` types: what happens to one request.
+//!
+//! A front-end (the reqwest client and middleware today) turns its request into an
+//! `http::Request<Bytes>` and hands the engine a way to send requests to the origin; the engine
+//! looks the request up, decides with [`policy`](super::policy) whether what is stored can be
+//! served, revalidates it, stores what the origin sends, invalidates what unsafe methods
+//! change, and answers with an `http::Response<CacheBody<B>>`. Storage failures never reach the
+//! caller: they are logged and counted, and the request goes to the origin.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use http::{Method, Request, Response, StatusCode, request};
+use http_body::Body;
+
+use super::body::{BoxError, CacheBody};
+use super::coalesce::{Coalescer, Role};
+use super::facts::{CacheStats, Counters, bump};
+use super::policy::{self, Action, PolicyConfig, RequestDirectives};
+use super::settings::{ExpireAfter, RequestOptions, Settings};
+use super::stored::{Found, Lookup, Shared};
+use crate::clock::Clock;
+use crate::store::Store;
+use crate::table::Table;
+
+/// A body of a response from the origin, boxed (background refreshes). Its error is a concrete
+/// type: a boxed trait object there trips the compiler's `Send` analysis of spawned futures.
+pub(crate) type OriginBody = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// Sends a request to the origin from a background task (stale-while-revalidate refreshes).
+pub(crate) type Refresh = Arc<
+    dyn Fn(Request<Bytes>) -> BoxFuture<'static, Result<Response<OriginBody>, BoxError>>
+        + Send
+        + Sync,
+>;
+
+/// The URL a response finally came from (after redirects), when the front-end knows it: a
+/// response extension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FinalUrl(pub(crate) url::Url);
+
+/// An HTTP response cache on a DynamoDB table. Cheap to clone. Use it through
+/// [`CachedClient`](super::CachedClient), [`CacheMiddleware`](super::CacheMiddleware) or
+/// [`blocking::CachedClient`](super::blocking::CachedClient).
+#[derive(Clone)]
+pub struct HttpCache {
+    pub(super) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for HttpCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpCache")
+            .field("namespace", &self.inner.store.namespace())
+            .field("settings", &self.inner.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner {
+    pub(super) store: Store,
+    pub(super) settings: Settings,
+    pub(super) policy: PolicyConfig,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) enabled: AtomicBool,
+    pub(super) counters: Counters,
+    pub(super) coalescer: Coalescer<Shared>,
+    pub(super) refreshing: Mutex<HashSet<String>>,
+    pub(super) secret_keys: Vec<Vec<u8>>,
+    pub(super) refresh_client: Option<reqwest::Client>,
+}
+
+/// A request as the engine sees it.
+pub(crate) struct Incoming {
+    pub(crate) parts: request::Parts,
+    pub(crate) body: Bytes,
+    pub(crate) url: url::Url,
+    /// The method caching decisions use (`X-HTTP-Method-Override` and its kin honoured).
+    pub(crate) method: Method,
+    pub(crate) directives: RequestDirectives,
+    pub(crate) fallback: ExpireAfter,
+}
+
+impl Incoming {
+    /// A copy of the request for the origin: without the client's conditionals and `Range`
+    /// (the cache wants a whole response it can store and then answer them from), with
+    /// `validators` when revalidating a stored response.
+    pub(crate) fn for_origin(&self, validators: Option<&http::HeaderMap>) -> Request<Bytes> {
+        let mut parts = self.parts.clone();
+        policy::strip_conditionals(&mut parts.headers);
+        if let Some(v) = validators {
+            for (name, value) in v {
+                parts.headers.insert(name.clone(), value.clone());
+            }
+        }
+        Request::from_parts(parts, self.body.clone())
+    }
+}
+
+impl HttpCache {
+    /// Starts building an HTTP cache.
+    pub fn builder() -> super::HttpCacheBuilder {
+        super::HttpCacheBuilder::default()
+    }
+
+    /// The table responses are stored in.
+    pub fn table(&self) -> &Table {
+        self.inner.store.table()
+    }
+
+    /// The namespace of this cache's items.
+    pub fn namespace(&self) -> &str {
+        self.inner.store.namespace()
+    }
+
+    /// Turns caching on or off at run time (requests then go straight to the origin).
+    pub fn set_enabled(&self, enabled: bool) {
+        self.inner.enabled.store(enabled, Ordering::Relaxed);
+    }
+
+    /// What the cache has done so far.
+    pub fn stats(&self) -> CacheStats {
+        self.inner.counters.snapshot()
+    }
+
+    pub(super) fn now(&self) -> i64 {
+        self.inner.clock.now_millis()
+    }
+
+    pub(super) fn storage_error(&self, what: &str, e: &crate::Error) {
+        bump(&self.inner.counters.storage_errors);
+        tracing::warn!(error = %e, "dynacache: {what} failed; going on without the cache");
+    }
+
+    /// The client the middleware refreshes with in the background.
+    pub(super) fn refresh_client(&self) -> Option<&reqwest::Client> {
+        self.inner.refresh_client.as_ref()
+    }
+
+    /// The base key of a request (before `Vary`).
+    pub(super) fn key_for_parts(
+        &self,
+        parts: &request::Parts,
+        url: &url::Url,
+        body: &[u8],
+    ) -> String {
+        let key = super::key::create_key(
+            &parts.method,
+            url,
+            &parts.headers,
+            body,
+            &self.inner.settings,
+        );
+        match &self.inner.settings.key_fn {
+            Some(f) => f(parts, &key),
+            None => key,
+        }
+    }
+
+    /// The whole caching decision for one request. `fetch` sends a request to the origin;
+    /// `refresh`, when given, lets stale-while-revalidate refresh in the background.
+    pub(crate) async fn execute<B, E, F, Fut>(
+        &self,
+        req: Request<Bytes>,
+        opts: RequestOptions,
+        fetch: F,
+        refresh: Option<Refresh>,
+    ) -> Result<Response<CacheBody<B>>, E>
+    where
+        F: Fn(Request<Bytes>) -> Fut,
+        Fut: Future<Output = Result<Response<B>, E>>,
+        B: Body<Data = Bytes> + Unpin + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let settings = &self.inner.settings;
+        let (parts, body) = req.into_parts();
+        let method = effective_method(&parts);
+        let Ok(url) = url::Url::parse(&parts.uri.to_string()) else {
+            // Not an absolute URL: nothing to key it on.
+            let res = fetch(Request::from_parts(parts, body)).await?;
+            return Ok(passed_through(res));
+        };
+        let fallback = opts
+            .expire_after
+            .unwrap_or_else(|| settings.expire_after_for(&url));
+        let incoming = Incoming {
+            directives: policy::request_directives(&parts.headers),
+            parts,
+            body,
+            url,
+            method,
+            fallback,
+        };
+        // A request's own no-store bypasses the cache both ways, as fetch()'s "no-store" mode
+        // does: RFC 9111 only forbids storing, and not reading the cache is always allowed.
+        let cacheable = self.inner.enabled.load(Ordering::Relaxed)
+            && !opts.disable_cache
+            && !incoming.directives.no_store
+            && settings.allowed_methods.contains(&incoming.method)
+            // With headers ignored, "do not cache" can skip the cache without reading it.
+            && (self.inner.policy.honour_headers || fallback != ExpireAfter::DoNotCache);
+        if !cacheable {
+            let res = fetch(Request::from_parts(
+                incoming.parts.clone(),
+                incoming.body.clone(),
+            ))
+            .await?;
+            self.invalidate_after(&incoming, res.status(), res.headers())
+                .await;
+            return Ok(passed_through(res));
+        }
+        let base = self.key_for_parts(&incoming.parts, &incoming.url, &incoming.body);
+        let only_if_cached =
+            opts.only_if_cached || settings.only_if_cached || incoming.directives.only_if_cached;
+        let looked_up_at = Instant::now();
+        let lookup = if opts.force_refresh {
+            Lookup::empty(base)
+        } else {
+            match self.lookup(&base, &incoming.parts.headers).await {
+                Ok(lookup) => lookup,
+                Err(e) => {
+                    self.storage_error("reading the cache", &e);
+                    Lookup::empty(base)
+                }
+            }
+        };
+        let Some(found) = lookup.found.as_ref() else {
+            if only_if_cached {
+                return Ok(super::reply::gateway_timeout());
+            }
+            bump(&self.inner.counters.misses);
+            return self.miss(&incoming, &lookup, looked_up_at, &fetch).await;
+        };
+
+        let now = self.now();
+        let mut directives = incoming.directives.clone();
+        directives.no_cache |= opts.refresh;
+        let decision = policy::decide(&found.meta(), &directives, &self.inner.policy, now);
+        match decision.action {
+            Action::Serve { stale } => {
+                bump(if stale {
+                    &self.inner.counters.stale_served
+                } else {
+                    &self.inner.counters.hits
+                });
+                Ok(self.reply(found, &incoming, &decision, Served::hit(stale)))
+            }
+            Action::ServeStaleAndRevalidate => {
+                if let Some(refresh) = refresh {
+                    self.refresh_in_background(found, &incoming, &lookup, refresh);
+                }
+                bump(&self.inner.counters.stale_served);
+                Ok(self.reply(found, &incoming, &decision, Served::hit(true)))
+            }
+            Action::Revalidate { .. } if only_if_cached => Ok(super::reply::gateway_timeout()),
+            Action::Revalidate { stale_if_error } => {
+                let validators = policy::validators(&found.doc.headers, self.now());
+                let request_time = self.now();
+                match fetch(incoming.for_origin(Some(&validators))).await {
+                    Ok(res) if res.status() == StatusCode::NOT_MODIFIED => {
+                        if policy::not_modified_selects(
+                            &found.doc.headers,
+                            res.headers(),
+                            self.now(),
+                        ) {
+                            let refreshed = self
+                                .apply_not_modified(found, &incoming, res.headers(), request_time)
+                                .await;
+                            bump(&self.inner.counters.revalidated);
+                            return Ok(self.reply(
+                                &refreshed,
+                                &incoming,
+                                &decision,
+                                Served::revalidated(),
+                            ));
+                        }
+                        // A 304 for another representation than the stored one: fetch it whole.
+                        let request_time = self.now();
+                        let res = fetch(incoming.for_origin(None)).await?;
+                        Ok(self
+                            .store_and_answer(&incoming, &lookup, res, request_time)
+                            .await
+                            .0)
+                    }
+                    Ok(res) if stale_if_error && is_origin_error(res.status()) => {
+                        bump(&self.inner.counters.stale_served);
+                        Ok(self.reply(found, &incoming, &decision, Served::hit(true)))
+                    }
+                    Ok(res) => Ok(self
+                        .store_and_answer(&incoming, &lookup, res, request_time)
+                        .await
+                        .0),
+                    Err(_) if stale_if_error => {
+                        bump(&self.inner.counters.stale_served);
+                        Ok(self.reply(found, &incoming, &decision, Served::hit(true)))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
+    /// For a request that did not go through the cache (its body streams): removes what its
+    /// response invalidates, as [`execute`](HttpCache::execute) does for the others.
+    pub(crate) async fn invalidate_for(
+        &self,
+        parts: request::Parts,
+        status: StatusCode,
+        headers: &http::HeaderMap,
+    ) {
+        let Ok(url) = url::Url::parse(&parts.uri.to_string()) else {
+            return;
+        };
+        let incoming = Incoming {
+            method: effective_method(&parts),
+            directives: RequestDirectives::default(),
+            parts,
+            body: Bytes::new(),
+            url,
+            fallback: self.inner.settings.default_expire_after(),
+        };
+        self.invalidate_after(&incoming, status, headers).await;
+    }
+
+    /// A miss: one trip to the origin shared by every concurrent request for the response.
+    async fn miss<B, E, F, Fut>(
+        &self,
+        incoming: &Incoming,
+        lookup: &Lookup,
+        looked_up_at: Instant,
+        fetch: &F,
+    ) -> Result<Response<CacheBody<B>>, E>
+    where
+        F: Fn(Request<Bytes>) -> Fut,
+        Fut: Future<Output = Result<Response<B>, E>>,
+        B: Body<Data = Bytes> + Unpin + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let key = lookup.coalescing_key(&incoming.parts.headers);
+        let shared = match self.inner.coalescer.join(&key, looked_up_at) {
+            Role::Leader(leader) => {
+                let request_time = self.now();
+                let res = fetch(incoming.for_origin(None)).await?;
+                let (response, shared) = self
+                    .store_and_answer(incoming, lookup, res, request_time)
+                    .await;
+                leader.finish(shared);
+                return Ok(response);
+            }
+            Role::Follower(mut rx) => rx.recv().await.ok().flatten(),
+            Role::Finished(outcome) => outcome,
+        };
+        if let Some(shared) = shared
+            && self.fits(&shared, incoming)
+        {
+            bump(&self.inner.counters.coalesced);
+            let found = Found {
+                key: shared.key.clone(),
+                doc: shared.doc.clone(),
+                chunks: None,
+            };
+            let decision = policy::decide(
+                &found.meta(),
+                &RequestDirectives::default(),
+                &self.inner.policy,
+                self.now(),
+            );
+            return Ok(self.reply(&found, incoming, &decision, Served::coalesced()));
+        }
+        // The leader failed, or brought back a response this request may not use.
+        let request_time = self.now();
+        let res = fetch(incoming.for_origin(None)).await?;
+        Ok(self
+            .store_and_answer(incoming, lookup, res, request_time)
+            .await
+            .0)
+    }
+
+    /// Revalidates a stale response in the background, once per key at a time.
+    fn refresh_in_background(
+        &self,
+        found: &Found,
+        incoming: &Incoming,
+        lookup: &Lookup,
+        refresh: Refresh,
+    ) {
+        {
+            let mut refreshing = self
+                .inner
+                .refreshing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if !refreshing.insert(found.key.clone()) {
+                return;
+            }
+        }
+        let cache = self.clone();
+        let found = found.clone();
+        let incoming = incoming.clone_without_extensions();
+        let lookup = Lookup {
+            base: lookup.base.clone(),
+            index: lookup.index.clone(),
+            found: None,
+        };
+        tokio::spawn(async move {
+            cache.refresh(&found, &incoming, &lookup, refresh).await;
+            cache
+                .inner
+                .refreshing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&found.key);
+        });
+    }
+
+    async fn refresh(&self, found: &Found, incoming: &Incoming, lookup: &Lookup, refresh: Refresh) {
+        let validators = policy::validators(&found.doc.headers, self.now());
+        let request_time = self.now();
+        let res: Response<OriginBody> = match refresh(incoming.for_origin(Some(&validators))).await
+        {
+            Ok(res) => res,
+            Err(e) => {
+                tracing::debug!(error = %e, "background refresh failed");
+                return;
+            }
+        };
+        if res.status() == StatusCode::NOT_MODIFIED {
+            if policy::not_modified_selects(&found.doc.headers, res.headers(), self.now()) {
+                self.apply_not_modified(found, incoming, res.headers(), request_time)
+                    .await;
+                bump(&self.inner.counters.revalidated);
+            }
+        } else if !is_origin_error(res.status()) {
+            let (response, _) = self
+                .store_and_answer(incoming, lookup, res, request_time)
+                .await;
+            // Drain what was not stored (an oversized body) so the connection is reused.
+            let _ = http_body_util::BodyExt::collect(response.into_body()).await;
+        }
+    }
+
+    /// Whether a coalesced request may use the response the leader stored: the same variant,
+    /// and a response this request would have been allowed to store.
+    fn fits(&self, shared: &Shared, incoming: &Incoming) -> bool {
+        if let Some(index) = &shared.index
+            && super::key::variant_suffix(index, &incoming.parts.headers) != shared.suffix
+        {
+            return false;
+        }
+        let exchange = policy::Exchange {
+            request_headers: &incoming.parts.headers,
+            status: shared.doc.status,
+            headers: &shared.doc.headers,
+            request_time_ms: shared.doc.received_ms,
+            response_time_ms: shared.doc.received_ms,
+        };
+        policy::storable(&exchange, &self.inner.policy, incoming.fallback).is_ok()
+    }
+}
+
+impl Incoming {
+    /// A copy for a background task (request extensions are not `'static`-safe to share).
+    fn clone_without_extensions(&self) -> Incoming {
+        let mut parts = Request::new(()).into_parts().0;
+        parts.method = self.parts.method.clone();
+        parts.uri = self.parts.uri.clone();
+        parts.version = self.parts.version;
+        parts.headers = self.parts.headers.clone();
+        Incoming {
+            parts,
+            body: self.body.clone(),
+            url: self.url.clone(),
+            method: self.method.clone(),
+            directives: self.directives.clone(),
+            fallback: self.fallback,
+        }
+    }
+}
+
+/// How a response served by the cache came to be.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Served {
+    pub(crate) from_cache: bool,
+    pub(crate) revalidated: bool,
+    pub(crate) stale: bool,
+    pub(crate) coalesced: bool,
+}
+
+impl Served {
+    fn hit(stale: bool) -> Self {
+        Served {
+            from_cache: true,
+            stale,
+            ..Default::default()
+        }
+    }
+
+    fn revalidated() -> Self {
+        Served {
+            from_cache: true,
+            revalidated: true,
+            ..Default::default()
+        }
+    }
+
+    fn coalesced() -> Self {
+        Served {
+            coalesced: true,
+            ..Default::default()
+        }
+    }
+}
+
+/// A response from the origin passed through as it is.
+pub(crate) fn passed_through<B>(res: Response<B>) -> Response<CacheBody<B>> {
+    let mut res = res.map(|b| CacheBody::streaming(Bytes::new(), b));
+    res.extensions_mut()
+        .insert(super::facts::CacheFacts::default());
+    res
+}
+
+/// 500, 502, 503 and 504: the statuses `stale-if-error` covers (RFC 5861 §4).
+fn is_origin_error(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 500 | 502 | 503 | 504)
+}
+
+/// The method caching decisions use: the request's, or the one an override header names.
+fn effective_method(parts: &request::Parts) -> Method {
+    for h in [
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+    ] {
+        if let Some(m) = parts
+            .headers
+            .get(h)
+            .and_then(|v| Method::from_bytes(v.as_bytes()).ok())
+        {
+            return m;
+        }
+    }
+    parts.method.clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_overrides_are_honoured() {
+        let (mut parts, _) = Request::post("http://x/").body(()).unwrap().into_parts();
+        parts
+            .headers
+            .insert("x-http-method-override", "GET".parse().unwrap());
+        assert_eq!(effective_method(&parts), Method::GET);
+    }
+}

@@ -1,0 +1,127 @@
+//! What the cache did: per response ([`CacheFacts`]) and since it was built ([`CacheStats`]).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+/// What the cache did for a response. Every response that goes through the cache carries one in
+/// its extensions; read it with [`CacheFactsExt::cache_facts`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheFacts {
+    /// Served from the cache (fresh, revalidated, or stale).
+    pub from_cache: bool,
+    /// The cached response was revalidated with the origin (a 304) before being served.
+    pub revalidated: bool,
+    /// Served although stale (`stale-while-revalidate`, `stale-if-error` or the request's
+    /// `max-stale`).
+    pub stale: bool,
+    /// The response came from another request's trip to the origin: this request waited for
+    /// it instead of sending its own.
+    pub coalesced: bool,
+    /// When the stored response was received from the origin (or last revalidated).
+    pub created_at: Option<SystemTime>,
+    /// When it stops being fresh (`None`: never, or not stored).
+    pub expires: Option<SystemTime>,
+    /// Whether it is stale now.
+    pub is_expired: bool,
+    /// The cache key, when the response was read from or written to the cache.
+    pub cache_key: Option<String>,
+}
+
+/// Reads the [`CacheFacts`] of a response (a `reqwest::Response` or an `http::Response`).
+///
+/// ```
+/// use dynacache::http::CacheFactsExt;
+/// let response = reqwest::Response::from(http::Response::new(""));
+/// assert!(!response.from_cache());
+/// let response = http::Response::new(());
+/// assert_eq!(response.cache_facts().cache_key, None);
+/// ```
+pub trait CacheFactsExt {
+    /// The cache facts (all false when the response did not go through a cache).
+    fn cache_facts(&self) -> CacheFacts;
+    /// Whether the response was served from the cache.
+    // The name requests-cache and aiohttp-client-cache users know.
+    #[allow(clippy::wrong_self_convention)]
+    fn from_cache(&self) -> bool {
+        self.cache_facts().from_cache
+    }
+}
+
+impl CacheFactsExt for reqwest::Response {
+    fn cache_facts(&self) -> CacheFacts {
+        self.extensions()
+            .get::<CacheFacts>()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+impl<B> CacheFactsExt for http::Response<B> {
+    fn cache_facts(&self) -> CacheFacts {
+        self.extensions()
+            .get::<CacheFacts>()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// Counters of what the cache did, since it was built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheStats {
+    /// Fresh responses served from the cache.
+    pub hits: u64,
+    /// Requests sent to the origin because nothing usable was cached.
+    pub misses: u64,
+    /// Cached responses revalidated with a 304.
+    pub revalidated: u64,
+    /// Stale responses served.
+    pub stale_served: u64,
+    /// Responses written to the cache.
+    pub stored: u64,
+    /// Requests that waited for another in-flight request for the same response instead of
+    /// going to the origin.
+    pub coalesced: u64,
+    /// Stored responses removed because a request with an unsafe method (POST, PUT, DELETE,
+    /// ...) changed their resource.
+    pub invalidated: u64,
+    /// Storage failures (the request went on without the cache).
+    pub storage_errors: u64,
+    /// Stored responses that failed signature verification (not served).
+    pub verification_failures: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) hits: AtomicU64,
+    pub(crate) misses: AtomicU64,
+    pub(crate) revalidated: AtomicU64,
+    pub(crate) stale_served: AtomicU64,
+    pub(crate) stored: AtomicU64,
+    pub(crate) coalesced: AtomicU64,
+    pub(crate) invalidated: AtomicU64,
+    pub(crate) storage_errors: AtomicU64,
+    pub(crate) verification_failures: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> CacheStats {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CacheStats {
+            hits: l(&self.hits),
+            misses: l(&self.misses),
+            revalidated: l(&self.revalidated),
+            stale_served: l(&self.stale_served),
+            stored: l(&self.stored),
+            coalesced: l(&self.coalesced),
+            invalidated: l(&self.invalidated),
+            storage_errors: l(&self.storage_errors),
+            verification_failures: l(&self.verification_failures),
+        }
+    }
+}
+
+pub(crate) fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}

@@ -1,0 +1,3 @@
+//! Front-ends: the ways requests reach the [engine](super::engine).
+
+pub(crate) mod reqwest;

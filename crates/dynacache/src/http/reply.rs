@@ -1,0 +1,159 @@
+//! Answering a request from a stored (or just stored) response: the `Age` header, a 304 for a
+//! client's own conditional request, a 206 for a `Range`, and `Content-Length`.
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
+
+use super::body::CacheBody;
+use super::engine::{FinalUrl, HttpCache, Incoming, Served};
+use super::facts::CacheFacts;
+use super::policy::{self, Decision, RangeAnswer};
+use super::stored::Found;
+use crate::clock::millis_to_system_time;
+
+impl HttpCache {
+    /// The answer to a request from a stored response.
+    pub(crate) fn reply<B>(
+        &self,
+        found: &Found,
+        incoming: &Incoming,
+        decision: &Decision,
+        served: Served,
+    ) -> Response<CacheBody<B>> {
+        let doc = &found.doc;
+        let now = self.now();
+        let mut headers = doc.headers.clone();
+        if !served.revalidated {
+            // no-cache="field": served without validation, so without those fields.
+            for name in &decision.strip_unvalidated {
+                headers.remove(name);
+            }
+        }
+        let age = policy::current_age_ms(&found.meta(), now).max(0) / 1000;
+        headers.insert(header::AGE, HeaderValue::from(age));
+        let facts = CacheFacts {
+            from_cache: served.from_cache,
+            revalidated: served.revalidated,
+            stale: served.stale,
+            coalesced: served.coalesced,
+            created_at: Some(millis_to_system_time(doc.received_ms)),
+            expires: doc.expires_ms.map(millis_to_system_time),
+            is_expired: doc.expires_ms.is_some_and(|e| e <= now),
+            cache_key: Some(found.key.clone()),
+        };
+        let mut extensions = http::Extensions::new();
+        extensions.insert(facts);
+        if let Ok(url) = url::Url::parse(&doc.url) {
+            extensions.insert(FinalUrl(url));
+        }
+        answer(
+            doc.status,
+            headers,
+            doc.body.clone(),
+            incoming,
+            doc.received_ms,
+            now,
+            extensions,
+        )
+    }
+}
+
+/// A response just fetched and stored, answered to the request that fetched it: the client's
+/// own conditional or range request is answered from it (the cache asked the origin for the
+/// whole response, to store it).
+pub(crate) fn answer_fresh<B>(
+    res: Response<CacheBody<B>>,
+    incoming: &Incoming,
+    body: Bytes,
+    received_ms: i64,
+) -> Response<CacheBody<B>> {
+    let asks = [
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::RANGE,
+    ];
+    if !asks.iter().any(|h| incoming.parts.headers.contains_key(h)) {
+        return res;
+    }
+    let (parts, _) = res.into_parts();
+    let mut headers = parts.headers;
+    headers.remove(header::CONTENT_LENGTH);
+    answer(
+        parts.status,
+        headers,
+        body,
+        incoming,
+        received_ms,
+        received_ms,
+        parts.extensions,
+    )
+}
+
+fn answer<B>(
+    status: StatusCode,
+    mut headers: HeaderMap,
+    body: Bytes,
+    incoming: &Incoming,
+    received_ms: i64,
+    now: i64,
+    extensions: http::Extensions,
+) -> Response<CacheBody<B>> {
+    let method = &incoming.parts.method;
+    let request_headers = &incoming.parts.headers;
+    let (status, headers, body) = if policy::answers_not_modified(
+        method,
+        request_headers,
+        status,
+        &headers,
+        received_ms,
+        now,
+    ) {
+        let mut not_modified = policy::not_modified_headers(&headers);
+        if let Some(age) = headers.get(header::AGE) {
+            not_modified.insert(header::AGE, age.clone());
+        }
+        (StatusCode::NOT_MODIFIED, not_modified, Bytes::new())
+    } else {
+        let len = body.len() as u64;
+        match policy::evaluate_range(method, request_headers, status, &headers, len, now) {
+            RangeAnswer::Partial { start, end } => {
+                let range = format!("bytes {start}-{end}/{len}");
+                if let Ok(v) = HeaderValue::from_str(&range) {
+                    headers.insert(header::CONTENT_RANGE, v);
+                }
+                let part = body.slice(start as usize..=end as usize);
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(part.len()));
+                (StatusCode::PARTIAL_CONTENT, headers, part)
+            }
+            RangeAnswer::Unsatisfiable => {
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                    headers.insert(header::CONTENT_RANGE, v);
+                }
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+                (StatusCode::RANGE_NOT_SATISFIABLE, headers, Bytes::new())
+            }
+            RangeAnswer::Full if *method == Method::HEAD => (status, headers, Bytes::new()),
+            RangeAnswer::Full => {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+                (status, headers, body)
+            }
+        }
+    };
+    let mut res = Response::new(CacheBody::full(body));
+    *res.status_mut() = status;
+    *res.headers_mut() = headers;
+    *res.extensions_mut() = extensions;
+    res
+}
+
+/// `504 Gateway Timeout`: `only-if-cached` and nothing usable is stored (RFC 9111 §5.2.1.7).
+pub(crate) fn gateway_timeout<B>() -> Response<CacheBody<B>> {
+    let mut res = Response::new(CacheBody::full(
+        "504 Gateway Timeout: not in the cache (only-if-cached)",
+    ));
+    *res.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    res.extensions_mut().insert(CacheFacts::default());
+    res
+}

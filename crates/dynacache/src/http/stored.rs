@@ -1,0 +1,556 @@
+//! Stored responses: finding one for a request (through redirect aliases and `Vary` indexes),
+//! storing what the origin sends, updating one after a 304, and removing them (deletions and
+//! invalidation). The item layout is [`document`](super::document)'s.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use http::{HeaderMap, Method, Request, Response, request};
+use http_body::Body;
+
+use super::body::{BoxError, CacheBody, Limited, read_limited};
+use super::document::{self, StoredResponse, VaryIndex};
+use super::engine::{FinalUrl, HttpCache, Incoming, passed_through};
+use super::facts::{CacheFacts, bump};
+use super::key::{variant_key, variant_suffix};
+use super::policy::{self, StoredMeta};
+use crate::clock::millis_to_system_time;
+use crate::error::Result;
+use crate::store::{Entry, Stamp};
+use crate::table::item::{Item, b, get_b};
+
+/// A stored response found for a request.
+#[derive(Debug, Clone)]
+pub(crate) struct Found {
+    pub(crate) key: String,
+    pub(crate) doc: StoredResponse,
+    /// For a body stored in chunks: the head attributes naming them, to re-date them.
+    pub(crate) chunks: Option<Item>,
+}
+
+impl Found {
+    pub(crate) fn meta(&self) -> StoredMeta<'_> {
+        StoredMeta {
+            headers: &self.doc.headers,
+            response_time_ms: self.doc.received_ms,
+            initial_age_ms: self.doc.initial_age_ms,
+            expires_ms: self.doc.expires_ms,
+        }
+    }
+}
+
+/// What a lookup found under a request's key.
+#[derive(Debug)]
+pub(crate) struct Lookup {
+    /// The key responses to the request are stored under (a redirect alias's target, if one
+    /// was followed).
+    pub(crate) base: String,
+    /// The `Vary` index stored there, if any.
+    pub(crate) index: Option<VaryIndex>,
+    /// The response for this request (its variant).
+    pub(crate) found: Option<Found>,
+}
+
+impl Lookup {
+    pub(crate) fn empty(base: String) -> Self {
+        Lookup {
+            base,
+            index: None,
+            found: None,
+        }
+    }
+
+    /// What concurrent misses share a trip on: the variant when the index is known, else the
+    /// key (waiting requests then check that the leader's variant is theirs).
+    pub(crate) fn coalescing_key(&self, headers: &HeaderMap) -> String {
+        match &self.index {
+            Some(index) => variant_key(&self.base, &variant_suffix(index, headers)),
+            None => self.base.clone(),
+        }
+    }
+}
+
+/// What a leader shares with the requests that waited for it: the response as stored.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) key: String,
+    pub(crate) doc: StoredResponse,
+    pub(crate) index: Option<VaryIndex>,
+    pub(crate) suffix: String,
+}
+
+impl HttpCache {
+    async fn read(&self, key: &str) -> Result<Option<Entry>> {
+        let store = &self.inner.store;
+        store.get(&store.key(key.as_bytes())?, true).await
+    }
+
+    /// Finds the stored response for a request: follows a redirect alias once, then a `Vary`
+    /// index to the request's variant. Signatures are verified and `filter_fn` applied.
+    pub(crate) async fn lookup(&self, base: &str, headers: &HeaderMap) -> Result<Lookup> {
+        let mut lookup = Lookup::empty(base.to_owned());
+        let Some(mut entry) = self.read(base).await? else {
+            return Ok(lookup);
+        };
+        // A redirect alias (this URL was the target of a redirect another request followed).
+        if let Some(target) = document::redirect_target(&entry.item) {
+            match self.read(&target).await? {
+                Some(e) => (entry, lookup.base) = (e, target),
+                None => return Ok(lookup),
+            }
+        }
+        let key = match document::vary_index(&entry.item) {
+            None => lookup.base.clone(),
+            Some(index) => {
+                let key = variant_key(&lookup.base, &variant_suffix(&index, headers));
+                lookup.index = Some(index);
+                match self.read(&key).await? {
+                    Some(variant) => entry = variant,
+                    None => return Ok(lookup),
+                }
+                key
+            }
+        };
+        let Entry {
+            item,
+            payload,
+            chunks,
+        } = entry;
+        let doc = document::from_item(&key, &item, payload, self.inner.settings.max_body_size)?;
+        if !self.verify(&item, &doc) {
+            bump(&self.inner.counters.verification_failures);
+            tracing::warn!(key = %key, "dynacache: a stored response failed signature verification; not served");
+            return Ok(lookup);
+        }
+        if let Some(filter) = &self.inner.settings.filter_fn
+            && !filter(&doc.response_parts())
+        {
+            if !self.inner.settings.read_only
+                && let Err(e) = self.remove_keys([key.clone()]).await
+            {
+                self.storage_error("deleting a filtered response", &e);
+            }
+            return Ok(lookup);
+        }
+        lookup.found = Some(Found { key, doc, chunks });
+        Ok(lookup)
+    }
+
+    /// Stores a response from the origin if the rules allow, and answers the request with it.
+    /// Also invalidates what an unsafe method changed. Storage failures are logged, never
+    /// returned. Returns what coalesced requests may share: the response, if it was stored.
+    pub(crate) async fn store_and_answer<B>(
+        &self,
+        incoming: &Incoming,
+        lookup: &Lookup,
+        res: Response<B>,
+        request_time: i64,
+    ) -> (Response<CacheBody<B>>, Option<Arc<Shared>>)
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: Into<BoxError>,
+    {
+        self.invalidate_after(incoming, res.status(), res.headers())
+            .await;
+        let settings = &self.inner.settings;
+        if settings.read_only {
+            return (passed_through(res), None);
+        }
+        let response_time = self.now();
+        let exchange = policy::Exchange {
+            request_headers: &incoming.parts.headers,
+            status: res.status(),
+            headers: res.headers(),
+            request_time_ms: request_time,
+            response_time_ms: response_time,
+        };
+        let Ok(plan) = policy::storable(&exchange, &self.inner.policy, incoming.fallback) else {
+            return (passed_through(res), None);
+        };
+        let (rparts, body) = res.into_parts();
+        if let Some(filter) = &settings.filter_fn
+            && !filter(&rparts)
+        {
+            return (passed_through(Response::from_parts(rparts, body)), None);
+        }
+        let declared = rparts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > settings.max_body_size as u64) {
+            return (passed_through(Response::from_parts(rparts, body)), None);
+        }
+        let body = match read_limited(body, settings.max_body_size).await {
+            Ok(Limited::Complete(bytes)) => bytes,
+            Ok(Limited::TooLarge(prefix, rest)) => {
+                let mut res = Response::from_parts(rparts, CacheBody::streaming(prefix, rest));
+                res.extensions_mut().insert(CacheFacts::default());
+                return (res, None);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "response body failed while being read");
+                let mut res = Response::from_parts(rparts, CacheBody::broken(e));
+                res.headers_mut().remove(http::header::CONTENT_LENGTH);
+                res.extensions_mut().insert(CacheFacts::default());
+                return (res, None);
+            }
+        };
+        let final_url = rparts.extensions.get::<FinalUrl>().map(|u| u.0.clone());
+        let mut stored_headers = rparts.headers.clone();
+        for name in &plan.strip {
+            stored_headers.remove(name);
+        }
+        let doc = StoredResponse {
+            status: rparts.status,
+            url: document::redact_url(final_url.as_ref().unwrap_or(&incoming.url), settings),
+            method: incoming.method.to_string(),
+            headers: stored_headers,
+            request_headers: document::redact_headers(&incoming.parts.headers, settings),
+            received_ms: response_time,
+            initial_age_ms: plan.initial_age_ms,
+            expires_ms: plan.expires_ms,
+            body: body.clone(),
+        };
+        let (key, index, suffix) = match policy::vary(&rparts.headers) {
+            policy::Vary::Names(names) => {
+                let index = match &lookup.index {
+                    Some(index) if index.names == names => index.clone(),
+                    _ => VaryIndex::new(names),
+                };
+                let suffix = variant_suffix(&index, &incoming.parts.headers);
+                (variant_key(&lookup.base, &suffix), Some(index), suffix)
+            }
+            _ => (lookup.base.clone(), None, String::new()),
+        };
+        let fresh_index = index.is_some() && lookup.index.as_ref() != index.as_ref();
+        let mut facts = CacheFacts {
+            created_at: Some(millis_to_system_time(response_time)),
+            expires: doc.expires_ms.map(millis_to_system_time),
+            is_expired: doc.expires_ms.is_some_and(|e| e <= response_time),
+            ..CacheFacts::default()
+        };
+        let written = self
+            .write_response(
+                &lookup.base,
+                &key,
+                index.as_ref(),
+                fresh_index,
+                &suffix,
+                &doc,
+            )
+            .await;
+        let shared = match written {
+            Ok(()) => {
+                bump(&self.inner.counters.stored);
+                facts.cache_key = Some(key.clone());
+                if let Some(final_url) = &final_url
+                    && let Err(e) = self
+                        .write_redirect_alias(&lookup.base, incoming, final_url, doc.expires_ms)
+                        .await
+                {
+                    self.storage_error("storing a redirect alias", &e);
+                }
+                Some(Arc::new(Shared {
+                    key,
+                    doc,
+                    index,
+                    suffix,
+                }))
+            }
+            Err(e) => {
+                self.storage_error("storing a response", &e);
+                None
+            }
+        };
+        let mut res = Response::from_parts(rparts, CacheBody::full(body.clone()));
+        res.extensions_mut().insert(facts);
+        let res = super::reply::answer_fresh(res, incoming, body, response_time);
+        (res, shared)
+    }
+
+    /// Writes a response item, and the `Vary` index naming it.
+    async fn write_response(
+        &self,
+        base: &str,
+        key: &str,
+        index: Option<&VaryIndex>,
+        fresh_index: bool,
+        suffix: &str,
+        doc: &StoredResponse,
+    ) -> Result<()> {
+        let store = &self.inner.store;
+        let stamp = Stamp {
+            now: doc.received_ms,
+            expires: doc.expires_ms,
+        };
+        let (mut attrs, payload) =
+            document::to_attributes(doc, Some(1024), self.inner.settings.readable_body_max);
+        if let Some(signature) = self.sign(doc) {
+            attrs.insert(document::SIGNATURE.to_owned(), b(signature));
+        }
+        // The variant first: an index naming a missing variant is a miss, a variant no index
+        // names is unreachable.
+        store
+            .put(&store.key(key.as_bytes())?, attrs, payload, stamp, None)
+            .await?;
+        let Some(index) = index else {
+            return Ok(());
+        };
+        let base_key = store.key(base.as_bytes())?;
+        if !fresh_index
+            && store
+                .add_to_set(
+                    &base_key,
+                    document::VARIANTS,
+                    suffix,
+                    document::generation_condition(index),
+                )
+                .await?
+        {
+            return Ok(());
+        }
+        // A new index (or the old one changed under us): this generation replaces it.
+        let mut index = index.clone();
+        index.variants = vec![suffix.to_owned()];
+        let stamp = Stamp {
+            now: doc.received_ms,
+            expires: None,
+        };
+        store
+            .put(
+                &base_key,
+                document::index_attributes(&index, &doc.url),
+                None,
+                stamp,
+                None,
+            )
+            .await
+            .map(|_| ())
+    }
+
+    /// When a GET was redirected, stores an alias under the final URL's key pointing to the
+    /// response stored for the requested URL, so that every process sharing the table gets a
+    /// hit for the final URL too.
+    async fn write_redirect_alias(
+        &self,
+        base: &str,
+        incoming: &Incoming,
+        final_url: &url::Url,
+        expires: Option<i64>,
+    ) -> Result<()> {
+        let settings = &self.inner.settings;
+        if incoming.method != Method::GET
+            || super::key::normalize_url(final_url, settings)
+                == super::key::normalize_url(&incoming.url, settings)
+        {
+            return Ok(());
+        }
+        let mut parts = incoming.parts.clone();
+        parts.method = Method::GET;
+        let Ok(uri) = final_url.as_str().parse() else {
+            return Ok(());
+        };
+        parts.uri = uri;
+        let alias = self.key_for_parts(&parts, final_url, &[]);
+        let store = &self.inner.store;
+        let attrs = document::redirect_attributes(base, &document::redact_url(final_url, settings));
+        let stamp = Stamp {
+            now: self.now(),
+            expires,
+        };
+        store
+            .put(&store.key(alias.as_bytes())?, attrs, None, stamp, None)
+            .await
+            .map(|_| ())
+    }
+
+    /// Updates a stored response with a 304's headers (RFC 9111 §4.3.4) and stores its new
+    /// freshness without rewriting the body (a chunked body's chunks get the new TTL, nothing
+    /// else). If the updated response may no longer be stored, it is deleted.
+    pub(crate) async fn apply_not_modified(
+        &self,
+        found: &Found,
+        incoming: &Incoming,
+        not_modified: &HeaderMap,
+        request_time: i64,
+    ) -> Found {
+        let now = self.now();
+        let mut doc = found.doc.clone();
+        policy::merge_not_modified(&mut doc.headers, not_modified);
+        let exchange = policy::Exchange {
+            request_headers: &incoming.parts.headers,
+            status: doc.status,
+            headers: &doc.headers,
+            request_time_ms: request_time,
+            response_time_ms: now,
+        };
+        let plan = policy::storable(&exchange, &self.inner.policy, incoming.fallback);
+        doc.received_ms = now;
+        let result = match plan {
+            Ok(plan) => {
+                for name in &plan.strip {
+                    doc.headers.remove(name);
+                }
+                doc.initial_age_ms = plan.initial_age_ms;
+                doc.expires_ms = plan.expires_ms;
+                if self.inner.settings.read_only {
+                    Ok(())
+                } else {
+                    self.update_metadata(&found.key, &doc, found.chunks.as_ref())
+                        .await
+                }
+            }
+            Err(_) => {
+                doc.initial_age_ms = 0;
+                doc.expires_ms = Some(now);
+                if self.inner.settings.read_only {
+                    Ok(())
+                } else {
+                    self.remove_keys([found.key.clone()]).await.map(|_| ())
+                }
+            }
+        };
+        if let Err(e) = result {
+            self.storage_error("updating a revalidated response", &e);
+        }
+        Found {
+            key: found.key.clone(),
+            doc,
+            chunks: found.chunks.clone(),
+        }
+    }
+
+    async fn update_metadata(
+        &self,
+        key: &str,
+        doc: &StoredResponse,
+        chunks: Option<&Item>,
+    ) -> Result<()> {
+        let store = &self.inner.store;
+        let mut sets = document::metadata_attributes(doc);
+        if let Some(signature) = self.sign(doc) {
+            sets.insert(document::SIGNATURE.to_owned(), b(signature));
+        }
+        store
+            .update(&store.key(key.as_bytes())?, sets, doc.expires_ms, chunks)
+            .await
+            .map(|_| ())
+    }
+
+    /// After a response to an unsafe method (POST, PUT, DELETE, PATCH, or one the cache does
+    /// not know) that is not an error, removes the stored responses of the target URI and of a
+    /// same-origin `Location` or `Content-Location` (RFC 9111 §4.4), in the table, so every
+    /// process sharing it sees the change.
+    pub(crate) async fn invalidate_after(
+        &self,
+        incoming: &Incoming,
+        status: http::StatusCode,
+        headers: &HeaderMap,
+    ) {
+        if !policy::invalidates(&incoming.method, status) || self.inner.settings.read_only {
+            return;
+        }
+        let mut keys = Vec::new();
+        for url in policy::invalidation_targets(&incoming.url, headers) {
+            let Ok(uri) = url.as_str().parse::<http::Uri>() else {
+                continue;
+            };
+            for method in [Method::GET, Method::HEAD] {
+                let mut parts = Request::new(()).into_parts().0;
+                parts.method = method;
+                parts.uri = uri.clone();
+                parts.headers = incoming.parts.headers.clone();
+                keys.push(self.key_for_parts(&parts, &url, &[]));
+            }
+        }
+        match self.remove_keys(keys).await {
+            Ok(n) => {
+                for _ in 0..n {
+                    bump(&self.inner.counters.invalidated);
+                }
+            }
+            Err(e) => self.storage_error("invalidating stored responses", &e),
+        }
+    }
+
+    /// Removes responses by key: a `Vary` index takes the variants it lists with it (variants
+    /// it does not list, written by a race, are unreachable once the index is gone and expire).
+    /// Returns how many responses were there.
+    pub(crate) async fn remove_keys(&self, keys: impl IntoIterator<Item = String>) -> Result<u64> {
+        let removed = self.remove_all(keys).await?;
+        let mut deleted = 0u64;
+        let mut variants = Vec::new();
+        for (key, item) in &removed {
+            match item.as_ref().map(|i| (i, document::vary_index(i))) {
+                Some((_, Some(index))) => {
+                    variants.extend(index.variants.iter().map(|s| variant_key(key, s)));
+                }
+                Some((item, None)) if document::is_response(item) => deleted += 1,
+                _ => {}
+            }
+        }
+        let gone = self.remove_all(variants).await?;
+        deleted += gone.iter().filter(|(_, item)| item.is_some()).count() as u64;
+        Ok(deleted)
+    }
+
+    /// Removes these keys (chunks included), a few at a time; returns what each key held.
+    async fn remove_all(
+        &self,
+        keys: impl IntoIterator<Item = String>,
+    ) -> Result<Vec<(String, Option<Item>)>> {
+        let store = &self.inner.store;
+        futures::stream::iter(keys)
+            .map(|k| async move {
+                let key = store.key(k.as_bytes())?;
+                let old = store.remove(&key).await?;
+                Ok((k, old))
+            })
+            .buffer_unordered(16)
+            .try_collect()
+            .await
+    }
+
+    fn sign(&self, doc: &StoredResponse) -> Option<Vec<u8>> {
+        let key = self.inner.secret_keys.first()?;
+        Some(hmac(key, &document::signing_input(doc)))
+    }
+
+    /// Whether a stored response's signature verifies (always, when signing is off).
+    fn verify(&self, item: &Item, doc: &StoredResponse) -> bool {
+        if self.inner.secret_keys.is_empty() {
+            return true;
+        }
+        let Some(signature) = get_b(item, document::SIGNATURE) else {
+            return false;
+        };
+        let input = document::signing_input(doc);
+        self.inner
+            .secret_keys
+            .iter()
+            .any(|k| constant_time_eq(&hmac(k, &input), signature))
+    }
+}
+
+/// A request whose parts are those of `parts` with another method and URL (inspection).
+pub(crate) fn parts_for(method: Method, url: &url::Url) -> Option<request::Parts> {
+    let uri: http::Uri = url.as_str().parse().ok()?;
+    let mut parts = Request::new(()).into_parts().0;
+    parts.method = method;
+    parts.uri = uri;
+    Some(parts)
+}
+
+fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
+    use hmac::{KeyInit, Mac};
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key)
+        .expect("HMAC takes keys of any length");
+    mac.update(data);
+    mac.finalize().into_bytes().to_vec()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
