@@ -243,11 +243,13 @@ fn is_text_type(headers: &HeaderMap) -> bool {
 }
 
 /// Reads a stored response back; `payload` is the body when it was not stored as text.
+/// `deferred`: the body is in chunks not read yet (it is left empty).
 pub(crate) fn from_item(
     key: &str,
     item: &Item,
     payload: Option<crate::store::Payload>,
     max_body: usize,
+    deferred: bool,
 ) -> Result<StoredResponse> {
     let status = get_i64(item, STATUS)
         .and_then(|s| s.ok())
@@ -261,7 +263,8 @@ pub(crate) fn from_item(
         (None, None) => bytes::Bytes::new(),
         _ => return Err(Error::corrupt(key, "bad body")),
     };
-    if let Some(Ok(size)) = get_i64(item, BODY_SIZE)
+    if !deferred
+        && let Some(Ok(size)) = get_i64(item, BODY_SIZE)
         && size != body.len() as i64
     {
         return Err(Error::corrupt(key, "body size does not match"));
@@ -372,6 +375,13 @@ pub(crate) fn redirect_attributes(target: &str, url: &str) -> Item {
         (URL.to_owned(), s(url)),
         (TARGET.to_owned(), s(target)),
     ])
+}
+
+/// The body size a stored response declares.
+pub(crate) fn body_size(item: &Item) -> Option<u64> {
+    get_i64(item, BODY_SIZE)?
+        .ok()
+        .and_then(|s| u64::try_from(s).ok())
 }
 
 /// Whether an item is a stored response (not an index or an alias).

@@ -217,10 +217,16 @@ impl HttpCache {
         let only_if_cached =
             opts.only_if_cached || settings.only_if_cached || incoming.directives.only_if_cached;
         let looked_up_at = Instant::now();
-        let lookup = if opts.force_refresh {
+        // A range of a body stored in chunks needs only some of them: read those later.
+        let defer_body = incoming.parts.method == Method::GET
+            && incoming.parts.headers.contains_key(http::header::RANGE);
+        let mut lookup = if opts.force_refresh {
             Lookup::empty(base)
         } else {
-            match self.lookup(&base, &incoming.parts.headers).await {
+            match self
+                .lookup(&base, &incoming.parts.headers, defer_body)
+                .await
+            {
                 Ok(lookup) => lookup,
                 Err(e) => {
                     self.storage_error("reading the cache", &e);
@@ -228,7 +234,7 @@ impl HttpCache {
                 }
             }
         };
-        let Some(found) = lookup.found.as_ref() else {
+        let Some(found) = lookup.found.take() else {
             if only_if_cached {
                 return Ok(super::reply::gateway_timeout());
             }
@@ -242,64 +248,71 @@ impl HttpCache {
         let decision = policy::decide(&found.meta(), &directives, &self.inner.policy, now);
         match decision.action {
             Action::Serve { stale } => {
+                let Some(found) = self.ready(found, &incoming).await else {
+                    return self.miss(&incoming, &lookup, looked_up_at, &fetch).await;
+                };
                 bump(if stale {
                     &self.inner.counters.stale_served
                 } else {
                     &self.inner.counters.hits
                 });
-                Ok(self.reply(found, &incoming, &decision, Served::hit(stale)))
+                Ok(self.reply(&found, &incoming, &decision, Served::hit(stale)))
             }
             Action::ServeStaleAndRevalidate => {
+                let Some(found) = self.ready(found, &incoming).await else {
+                    return self.miss(&incoming, &lookup, looked_up_at, &fetch).await;
+                };
                 if let Some(refresh) = refresh {
-                    self.refresh_in_background(found, &incoming, &lookup, refresh);
+                    self.refresh_in_background(&found, &incoming, &lookup, refresh);
                 }
                 bump(&self.inner.counters.stale_served);
-                Ok(self.reply(found, &incoming, &decision, Served::hit(true)))
+                Ok(self.reply(&found, &incoming, &decision, Served::hit(true)))
             }
             Action::Revalidate { .. } if only_if_cached => Ok(super::reply::gateway_timeout()),
             Action::Revalidate { stale_if_error } => {
                 let validators = policy::validators(&found.doc.headers, self.now());
                 let request_time = self.now();
-                match fetch(incoming.for_origin(Some(&validators))).await {
-                    Ok(res) if res.status() == StatusCode::NOT_MODIFIED => {
-                        if policy::not_modified_selects(
-                            &found.doc.headers,
-                            res.headers(),
-                            self.now(),
-                        ) {
-                            let refreshed = self
-                                .apply_not_modified(found, &incoming, res.headers(), request_time)
-                                .await;
-                            bump(&self.inner.counters.revalidated);
-                            return Ok(self.reply(
-                                &refreshed,
-                                &incoming,
-                                &decision,
-                                Served::revalidated(),
-                            ));
-                        }
-                        // A 304 for another representation than the stored one: fetch it whole.
-                        let request_time = self.now();
-                        let res = fetch(incoming.for_origin(None)).await?;
-                        Ok(self
-                            .store_and_answer(&incoming, &lookup, res, request_time)
-                            .await
-                            .0)
-                    }
-                    Ok(res) if stale_if_error && is_origin_error(res.status()) => {
-                        bump(&self.inner.counters.stale_served);
-                        Ok(self.reply(found, &incoming, &decision, Served::hit(true)))
-                    }
-                    Ok(res) => Ok(self
+                let res = fetch(incoming.for_origin(Some(&validators))).await;
+                let origin_failed = match &res {
+                    Ok(res) => is_origin_error(res.status()),
+                    Err(_) => true,
+                };
+                if stale_if_error
+                    && origin_failed
+                    && let Some(found) = self.ready(found.clone(), &incoming).await
+                {
+                    bump(&self.inner.counters.stale_served);
+                    return Ok(self.reply(&found, &incoming, &decision, Served::hit(true)));
+                }
+                let res = res?;
+                if res.status() != StatusCode::NOT_MODIFIED {
+                    return Ok(self
                         .store_and_answer(&incoming, &lookup, res, request_time)
                         .await
-                        .0),
-                    Err(_) if stale_if_error => {
-                        bump(&self.inner.counters.stale_served);
-                        Ok(self.reply(found, &incoming, &decision, Served::hit(true)))
-                    }
-                    Err(e) => Err(e),
+                        .0);
                 }
+                if policy::not_modified_selects(&found.doc.headers, res.headers(), self.now()) {
+                    let refreshed = self
+                        .apply_not_modified(&found, &incoming, res.headers(), request_time)
+                        .await;
+                    if let Some(refreshed) = self.ready(refreshed, &incoming).await {
+                        bump(&self.inner.counters.revalidated);
+                        return Ok(self.reply(
+                            &refreshed,
+                            &incoming,
+                            &decision,
+                            Served::revalidated(),
+                        ));
+                    }
+                }
+                // A 304 for another representation than the stored one (or a stored body that
+                // cannot be read any more): fetch it whole.
+                let request_time = self.now();
+                let res = fetch(incoming.for_origin(None)).await?;
+                Ok(self
+                    .store_and_answer(&incoming, &lookup, res, request_time)
+                    .await
+                    .0)
             }
         }
     }
@@ -362,6 +375,8 @@ impl HttpCache {
                 key: shared.key.clone(),
                 doc: shared.doc.clone(),
                 chunks: None,
+                deferred: None,
+                part: None,
             };
             let decision = policy::decide(
                 &found.meta(),

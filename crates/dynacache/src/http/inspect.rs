@@ -134,7 +134,11 @@ impl HttpCache {
     /// `Vary` index, the variant of a request with no headers). `None` when nothing usable is
     /// stored.
     pub async fn stored_response(&self, key: &str) -> Result<Option<StoredResponse>> {
-        let Some(found) = self.lookup(key, &http::HeaderMap::new()).await?.found else {
+        let Some(found) = self
+            .lookup(key, &http::HeaderMap::new(), false)
+            .await?
+            .found
+        else {
             return Ok(None);
         };
         let now = self.inner.store.now();

@@ -8,7 +8,7 @@ use super::body::CacheBody;
 use super::engine::{FinalUrl, HttpCache, Incoming, Served};
 use super::facts::CacheFacts;
 use super::policy::{self, Decision, RangeAnswer};
-use super::stored::Found;
+use super::stored::{Found, Part};
 use crate::clock::millis_to_system_time;
 
 impl HttpCache {
@@ -50,6 +50,7 @@ impl HttpCache {
             doc.status,
             headers,
             doc.body.clone(),
+            found.part.as_ref(),
             incoming,
             doc.received_ms,
             now,
@@ -82,6 +83,7 @@ pub(crate) fn answer_fresh<B>(
         parts.status,
         headers,
         body,
+        None,
         incoming,
         received_ms,
         received_ms,
@@ -89,10 +91,14 @@ pub(crate) fn answer_fresh<B>(
     )
 }
 
+/// The answer to a request from a response's status, headers and body (or, for a body left in
+/// its chunks, the part of it a range request needs).
+#[allow(clippy::too_many_arguments)]
 fn answer<B>(
     status: StatusCode,
     mut headers: HeaderMap,
     body: Bytes,
+    part: Option<&Part>,
     incoming: &Incoming,
     received_ms: i64,
     now: i64,
@@ -114,14 +120,25 @@ fn answer<B>(
         }
         (StatusCode::NOT_MODIFIED, not_modified, Bytes::new())
     } else {
-        let len = body.len() as u64;
-        match policy::evaluate_range(method, request_headers, status, &headers, len, now) {
+        let len = part.map_or(body.len() as u64, |p| p.len);
+        // A part read alone is the range this request asked for (see `HttpCache::ready`).
+        let range = match part {
+            Some(p) => RangeAnswer::Partial {
+                start: p.start,
+                end: p.end,
+            },
+            None => policy::evaluate_range(method, request_headers, status, &headers, len, now),
+        };
+        match range {
             RangeAnswer::Partial { start, end } => {
                 let range = format!("bytes {start}-{end}/{len}");
                 if let Ok(v) = HeaderValue::from_str(&range) {
                     headers.insert(header::CONTENT_RANGE, v);
                 }
-                let part = body.slice(start as usize..=end as usize);
+                let part = match part {
+                    Some(p) => p.bytes.clone(),
+                    None => body.slice(start as usize..=end as usize),
+                };
                 headers.insert(header::CONTENT_LENGTH, HeaderValue::from(part.len()));
                 (StatusCode::PARTIAL_CONTENT, headers, part)
             }

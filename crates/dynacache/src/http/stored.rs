@@ -27,6 +27,20 @@ pub(crate) struct Found {
     pub(crate) doc: StoredResponse,
     /// For a body stored in chunks: the head attributes naming them, to re-date them.
     pub(crate) chunks: Option<Item>,
+    /// The stored item, when its body is in chunks not read yet (a range request may need
+    /// only some of them).
+    pub(crate) deferred: Option<Item>,
+    /// The part of the body a range request needs, read alone.
+    pub(crate) part: Option<Part>,
+}
+
+/// Bytes `start..=end` of a body of `len` bytes.
+#[derive(Debug, Clone)]
+pub(crate) struct Part {
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    pub(crate) len: u64,
+    pub(crate) bytes: Bytes,
 }
 
 impl Found {
@@ -81,21 +95,35 @@ pub(crate) struct Shared {
 }
 
 impl HttpCache {
-    async fn read(&self, key: &str) -> Result<Option<Entry>> {
+    async fn read(&self, key: &str, defer: bool) -> Result<Option<Entry>> {
         let store = &self.inner.store;
-        store.get(&store.key(key.as_bytes())?, true).await
+        let key = store.key(key.as_bytes())?;
+        if defer {
+            store.get_deferred(&key, true).await
+        } else {
+            store.get(&key, true).await
+        }
     }
 
     /// Finds the stored response for a request: follows a redirect alias once, then a `Vary`
     /// index to the request's variant. Signatures are verified and `filter_fn` applied.
-    pub(crate) async fn lookup(&self, base: &str, headers: &HeaderMap) -> Result<Lookup> {
+    /// `defer_body`: leave a body stored in chunks unread (a range request reads what it needs
+    /// with [`ready`](HttpCache::ready)); ignored when responses are signed, as a signature
+    /// covers the whole body.
+    pub(crate) async fn lookup(
+        &self,
+        base: &str,
+        headers: &HeaderMap,
+        defer_body: bool,
+    ) -> Result<Lookup> {
+        let defer = defer_body && self.inner.secret_keys.is_empty();
         let mut lookup = Lookup::empty(base.to_owned());
-        let Some(mut entry) = self.read(base).await? else {
+        let Some(mut entry) = self.read(base, defer).await? else {
             return Ok(lookup);
         };
         // A redirect alias (this URL was the target of a redirect another request followed).
         if let Some(target) = document::redirect_target(&entry.item) {
-            match self.read(&target).await? {
+            match self.read(&target, defer).await? {
                 Some(e) => (entry, lookup.base) = (e, target),
                 None => return Ok(lookup),
             }
@@ -105,19 +133,26 @@ impl HttpCache {
             Some(index) => {
                 let key = variant_key(&lookup.base, &variant_suffix(&index, headers));
                 lookup.index = Some(index);
-                match self.read(&key).await? {
+                match self.read(&key, defer).await? {
                     Some(variant) => entry = variant,
                     None => return Ok(lookup),
                 }
                 key
             }
         };
+        let is_deferred = entry.is_deferred();
         let Entry {
             item,
             payload,
             chunks,
         } = entry;
-        let doc = document::from_item(&key, &item, payload, self.inner.settings.max_body_size)?;
+        let doc = document::from_item(
+            &key,
+            &item,
+            payload,
+            self.inner.settings.max_body_size,
+            is_deferred,
+        )?;
         if !self.verify(&item, &doc) {
             bump(&self.inner.counters.verification_failures);
             tracing::warn!(key = %key, "dynacache: a stored response failed signature verification; not served");
@@ -133,8 +168,85 @@ impl HttpCache {
             }
             return Ok(lookup);
         }
-        lookup.found = Some(Found { key, doc, chunks });
+        lookup.found = Some(Found {
+            key,
+            doc,
+            chunks,
+            deferred: is_deferred.then_some(item),
+            part: None,
+        });
         Ok(lookup)
+    }
+
+    /// Makes a found response ready to answer `incoming`: a body left in its chunks is read,
+    /// only the chunks a single range needs when the body is stored uncompressed, else whole.
+    /// `None` when the body cannot be read (it is gone, or damaged: counted and logged).
+    pub(crate) async fn ready(&self, mut found: Found, incoming: &Incoming) -> Option<Found> {
+        let Some(item) = found.deferred.take() else {
+            return Some(found);
+        };
+        let store = &self.inner.store;
+        let result = async {
+            let key = store.key(found.key.as_bytes())?;
+            let Some(head) = found.chunks.as_ref() else {
+                return Ok(None);
+            };
+            let len = document::body_size(&item).unwrap_or(0);
+            let raw = crate::table::item::get_s(head, crate::table::item::FORMAT)
+                == Some(crate::codec::FORMAT_RAW);
+            if raw
+                && let policy::RangeAnswer::Partial { start, end } = policy::evaluate_range(
+                    &incoming.parts.method,
+                    &incoming.parts.headers,
+                    found.doc.status,
+                    &found.doc.headers,
+                    len,
+                    self.now(),
+                )
+                && let Some(bytes) = store.read_chunk_range(&key, head, start, end).await?
+            {
+                let part = Part {
+                    start,
+                    end,
+                    len,
+                    bytes: Bytes::from(bytes),
+                };
+                return Ok(Some((None, Some(part))));
+            }
+            let entry = Entry {
+                item,
+                payload: None,
+                chunks: found.chunks.clone(),
+            };
+            match store.read_deferred(&key, entry, true).await? {
+                Some(entry) => {
+                    let doc = document::from_item(
+                        &found.key,
+                        &entry.item,
+                        entry.payload,
+                        self.inner.settings.max_body_size,
+                        false,
+                    )?;
+                    Ok(Some((Some(doc.body), None)))
+                }
+                None => Ok(None),
+            }
+        }
+        .await;
+        match result {
+            Ok(Some((body, part))) => {
+                if let Some(body) = body {
+                    found.doc.body = body;
+                }
+                found.part = part;
+                Some(found)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                self.storage_error("reading a stored body", &e);
+                None
+            }
+        }
     }
 
     /// Stores a response from the origin if the rules allow, and answers the request with it.
@@ -419,6 +531,8 @@ impl HttpCache {
             key: found.key.clone(),
             doc,
             chunks: found.chunks.clone(),
+            deferred: found.deferred.clone(),
+            part: None,
         }
     }
 

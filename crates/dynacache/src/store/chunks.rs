@@ -1,8 +1,9 @@
 //! Values over DynamoDB's 400 KB item limit.
 //!
 //! A large value is split into chunk items, all written before the small head item that names
-//! them (by a random version id, a count and a SHA-256 of the whole payload). Readers follow the
-//! head, so they see either the old value or the new one, never a mix:
+//! them (by a random version id, a count, the chunk size, and a SHA-256 of the whole payload;
+//! each chunk carries a SHA-256 of its own bytes, so a part can be read and checked alone).
+//! Readers follow the head, so they see either the old value or the new one, never a mix:
 //!
 //! - a writer replacing a value writes new chunks under a new version, then swaps the head, then
 //!   deletes the chunks of the head it replaced;
@@ -31,25 +32,39 @@ const CHUNKS_PER_CALL: usize = 8;
 /// Chunks younger than this may belong to a write in progress; vacuum leaves them.
 const VACUUM_MIN_AGE: Duration = Duration::from_secs(15 * 60);
 
+/// Chunk batches in flight at once for one read (each at most `CHUNKS_PER_CALL` chunks).
+const CHUNK_CALLS_IN_FLIGHT: usize = 4;
+/// Bytes of a chunk's own SHA-256 kept in the chunk item.
+const CHUNK_SUM_BYTES: usize = 16;
+
 /// What a head item says about its chunks.
 pub(super) struct Head {
     pub(super) version: String,
     pub(super) count: u32,
     size: usize,
     sum: Vec<u8>,
+    /// The size of every chunk but the last (absent from heads written by older versions).
+    chunk_size: Option<usize>,
 }
 
 impl Head {
     pub(super) fn into_attributes(self) -> Item {
-        Item::from([
+        let mut attrs = Item::from([
             (item::CHUNK_VERSION.to_owned(), s(self.version)),
             (item::CHUNKS.to_owned(), n(self.count)),
             (item::SIZE.to_owned(), n(self.size)),
             (item::CHECKSUM.to_owned(), b(self.sum)),
-        ])
+        ]);
+        if let Some(cz) = self.chunk_size {
+            attrs.insert(item::CHUNK_SIZE.to_owned(), n(cz));
+        }
+        attrs
     }
 
-    fn from_item(pk: &str, item: &Item) -> Result<Option<Head>> {
+    /// Reads and checks a head: its chunk count must agree with its size and chunk size, and
+    /// its size must be within `max_size`, so a damaged or forged head cannot make a reader
+    /// fetch or allocate more than a real value of that size would need.
+    fn from_item(pk: &str, item: &Item, max_size: usize) -> Result<Option<Head>> {
         let Some(version) = get_s(item, item::CHUNK_VERSION) else {
             return Ok(None);
         };
@@ -59,9 +74,28 @@ impl Head {
             _ => return Err(bad("chunk count")),
         };
         let size = match get_i64(item, item::SIZE) {
-            Some(Ok(s)) if s >= 0 => s as usize,
+            Some(Ok(s)) if s >= 1 => s as usize,
             _ => return Err(bad("size")),
         };
+        if size > max_size {
+            return Err(Error::corrupt(
+                pk,
+                format!("value claims {size} bytes, over the {max_size} byte limit"),
+            ));
+        }
+        let chunk_size = match get_i64(item, item::CHUNK_SIZE) {
+            None => None,
+            Some(Ok(c)) if (1..=super::INLINE_LIMIT as i64).contains(&c) => Some(c as usize),
+            Some(_) => return Err(bad("chunk size")),
+        };
+        let consistent = match chunk_size {
+            Some(cz) => size.div_ceil(cz) == count as usize,
+            // Older heads: every chunk holds at least one byte and at most an item's worth.
+            None => (count as usize) <= size && size <= count as usize * super::INLINE_LIMIT,
+        };
+        if !consistent {
+            return Err(bad("chunk count for its size"));
+        }
         let sum = get_b(item, item::CHECKSUM)
             .ok_or_else(|| bad("checksum"))?
             .to_vec();
@@ -70,16 +104,30 @@ impl Head {
             count,
             size,
             sum,
+            chunk_size,
         }))
     }
 }
 
-/// The head attributes that name a payload's chunks (to re-date them later).
+/// The head attributes that name a payload's chunks (to re-date them, or read part of them).
 pub(super) fn head_attributes(head: &Item) -> Item {
-    [item::CHUNK_VERSION, item::CHUNKS]
-        .into_iter()
-        .filter_map(|k| Some((k.to_owned(), head.get(k)?.clone())))
-        .collect()
+    [
+        item::CHUNK_VERSION,
+        item::CHUNKS,
+        item::SIZE,
+        item::CHECKSUM,
+        item::CHUNK_SIZE,
+        item::FORMAT,
+    ]
+    .into_iter()
+    .filter_map(|k| Some((k.to_owned(), head.get(k)?.clone())))
+    .collect()
+}
+
+fn chunk_sum(piece: &[u8]) -> Vec<u8> {
+    let mut sum = checksum(piece);
+    sum.truncate(CHUNK_SUM_BYTES);
+    sum
 }
 
 impl Store {
@@ -103,6 +151,7 @@ impl Store {
                 ),
                 (item::HEAD.to_owned(), s(key.pk.clone())),
                 (item::DATA.to_owned(), b(piece.to_vec())),
+                (item::CHECKSUM.to_owned(), b(chunk_sum(piece))),
                 (item::WRITTEN.to_owned(), n(stamp.now)),
             ]);
             if let Some(exp) = stamp.expires {
@@ -116,6 +165,7 @@ impl Store {
             count,
             size: data.len(),
             sum: checksum(data),
+            chunk_size: Some(self.inner.chunk_size),
         };
         if let Err(e) = table.batch_write(writes).await {
             self.remove_chunks(&head.version, head.count).await;
@@ -136,19 +186,17 @@ impl Store {
         let table = &self.inner.table;
         let mut consistent = false;
         for _ in 0..READ_ATTEMPTS {
-            let Some(head) = Head::from_item(&key.pk, &head_item)? else {
+            let Some(head) = Head::from_item(&key.pk, &head_item, self.inner.max_value_size)?
+            else {
                 return Err(Error::corrupt(&key.pk, "the item has no value"));
             };
-            if head.size > self.inner.max_value_size {
-                return Err(Error::corrupt(
-                    &key.pk,
-                    format!("value claims {} bytes, over the limit", head.size),
-                ));
-            }
             let format = get_s(&head_item, item::FORMAT)
                 .ok_or_else(|| Error::corrupt(&key.pk, "the item has no value format"))?
                 .to_owned();
-            if let Some(data) = self.fetch_chunks(&head, consistent).await? {
+            if let Some(data) = self
+                .fetch_chunks(&key.pk, &head, 0..head.count, consistent)
+                .await?
+            {
                 if data.len() != head.size || checksum(&data) != head.sum {
                     return Err(Error::corrupt(
                         &key.pk,
@@ -170,33 +218,98 @@ impl Store {
         Ok(None)
     }
 
-    /// All chunks of a version in order, or `None` if any is missing.
-    async fn fetch_chunks(&self, head: &Head, consistent: bool) -> Result<Option<Vec<u8>>> {
+    /// The bytes `start..=end` of a payload stored in chunks, reading only the chunks that hold
+    /// them, each checked against its own checksum. `None` when a chunk is gone (the value was
+    /// replaced meanwhile) or the head predates recorded chunk sizes: the caller then reads the
+    /// whole value.
+    pub(crate) async fn read_chunk_range(
+        &self,
+        key: &StoredKey,
+        head: &Item,
+        start: u64,
+        end: u64,
+    ) -> Result<Option<Vec<u8>>> {
+        let Some(head) = Head::from_item(&key.pk, head, self.inner.max_value_size)? else {
+            return Ok(None);
+        };
+        let Some(cz) = head.chunk_size else {
+            return Ok(None);
+        };
+        if start > end || end >= head.size as u64 {
+            return Ok(None);
+        }
+        let first = (start / cz as u64) as u32;
+        let last = (end / cz as u64) as u32;
+        let Some(data) = self
+            .fetch_chunks(&key.pk, &head, first..last + 1, false)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let offset = first as u64 * cz as u64;
+        let from = (start - offset) as usize;
+        let to = (end - offset) as usize;
+        match data.get(from..=to) {
+            Some(part) => Ok(Some(part.to_vec())),
+            None => Err(Error::corrupt(
+                &key.pk,
+                "chunks shorter than their head says",
+            )),
+        }
+    }
+
+    /// Chunks `range` of a version in order, or `None` if any is missing. Fetches a few
+    /// batches at a time, checks each chunk's own checksum, and never assembles more than the
+    /// head's size.
+    async fn fetch_chunks(
+        &self,
+        pk: &str,
+        head: &Head,
+        range: std::ops::Range<u32>,
+        consistent: bool,
+    ) -> Result<Option<Vec<u8>>> {
         let ns = &self.inner.namespace;
-        let keys: Vec<String> = (0..head.count)
-            .map(|i| chunk_key(ns, &head.version, i))
-            .collect();
+        let keys: Vec<String> = range.map(|i| chunk_key(ns, &head.version, i)).collect();
         let key_attr = self.inner.table.key_attribute();
-        let groups = keys.chunks(CHUNKS_PER_CALL).map(|g| {
-            self.inner
-                .table
-                .batch_get_sized(g.to_vec(), consistent, CHUNKS_PER_CALL)
-        });
-        let pages: Vec<Vec<Item>> = futures::future::try_join_all(groups).await?;
+        // The calls are made up front (no closure inside the stream), which keeps this future
+        // `Send` for every caller.
+        let calls: Vec<_> = keys
+            .chunks(CHUNKS_PER_CALL)
+            .map(|g| {
+                self.inner
+                    .table
+                    .batch_get_sized(g.to_vec(), consistent, CHUNKS_PER_CALL)
+            })
+            .collect();
+        let pages: Vec<Vec<Item>> = futures::stream::iter(calls)
+            .buffered(CHUNK_CALLS_IN_FLIGHT)
+            .try_collect()
+            .await?;
         let mut by_key: HashMap<String, Item> = pages
             .into_iter()
             .flatten()
             .filter_map(|i| Some((get_s(&i, key_attr)?.to_owned(), i)))
             .collect();
-        let mut data = Vec::with_capacity(head.size);
+        let expected = head
+            .chunk_size
+            .map_or(head.size, |cz| (keys.len() * cz).min(head.size));
+        let mut data = Vec::with_capacity(expected);
         for k in &keys {
             let Some(mut chunk) = by_key.remove(k) else {
                 return Ok(None);
             };
-            match take_b(&mut chunk, item::DATA) {
-                Some(piece) => data.extend_from_slice(&piece),
-                None => return Ok(None),
+            let Some(piece) = take_b(&mut chunk, item::DATA) else {
+                return Ok(None);
+            };
+            if let Some(sum) = get_b(&chunk, item::CHECKSUM)
+                && sum != chunk_sum(&piece).as_slice()
+            {
+                return Err(Error::corrupt(pk, "a chunk does not match its checksum"));
             }
+            if data.len() + piece.len() > head.size {
+                return Err(Error::corrupt(pk, "chunks longer than their head says"));
+            }
+            data.extend_from_slice(&piece);
         }
         Ok(Some(data))
     }

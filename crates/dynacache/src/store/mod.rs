@@ -51,12 +51,20 @@ pub(crate) struct Payload {
 }
 
 /// An entry as read: its attributes (the payload taken out), its payload if it has one, and,
-/// for a payload in chunks, the head attributes that name them.
+/// for a payload in chunks, the head attributes that name them. A payload in chunks read with
+/// [`Store::get_deferred`] is not read yet: `payload` is `None` and `chunks` is set.
 #[derive(Debug)]
 pub(crate) struct Entry {
     pub(crate) item: Item,
     pub(crate) payload: Option<Payload>,
     pub(crate) chunks: Option<Item>,
+}
+
+impl Entry {
+    /// Whether the payload is in chunks not read yet.
+    pub(crate) fn is_deferred(&self) -> bool {
+        self.payload.is_none() && self.chunks.is_some()
+    }
 }
 
 /// Settings of a store (see the builders of the caches that own one).
@@ -185,9 +193,37 @@ impl Store {
         include_expired: bool,
     ) -> Result<Option<Entry>> {
         match self.inner.table.get_item(&key.pk, None, false).await? {
-            Some(item) => self.resolve(key, item, include_expired).await,
+            Some(item) => self.resolve(key, item, include_expired, false).await,
             None => Ok(None),
         }
+    }
+
+    /// [`get`](Store::get), but a payload in chunks is left unread (one GetItem, whatever the
+    /// size): read it with [`read_deferred`](Store::read_deferred) or, in part, with
+    /// [`read_chunk_range`](Store::read_chunk_range).
+    pub(crate) async fn get_deferred(
+        &self,
+        key: &StoredKey,
+        include_expired: bool,
+    ) -> Result<Option<Entry>> {
+        match self.inner.table.get_item(&key.pk, None, false).await? {
+            Some(item) => self.resolve(key, item, include_expired, true).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Reads the payload of an entry got with [`get_deferred`](Store::get_deferred) (following
+    /// the value if it was replaced meanwhile). `None` when it disappeared.
+    pub(crate) async fn read_deferred(
+        &self,
+        key: &StoredKey,
+        entry: Entry,
+        include_expired: bool,
+    ) -> Result<Option<Entry>> {
+        if !entry.is_deferred() {
+            return Ok(Some(entry));
+        }
+        self.resolve(key, entry.item, include_expired, false).await
     }
 
     /// Whether `key` holds a live entry. Reads only the key and expiry attributes, which saves
@@ -217,7 +253,7 @@ impl Store {
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
             out.push(match by_pk.get(&key.pk) {
-                Some(item) => self.resolve(key, item.clone(), false).await?,
+                Some(item) => self.resolve(key, item.clone(), false, false).await?,
                 None => None,
             });
         }
@@ -225,12 +261,13 @@ impl Store {
     }
 
     /// Resolves a stored item into an entry: `None` when it is not this key's (live) entry;
-    /// a payload in chunks is read in full.
+    /// a payload in chunks is read in full unless `defer`.
     async fn resolve(
         &self,
         key: &StoredKey,
         mut item: Item,
         include_expired: bool,
+        defer: bool,
     ) -> Result<Option<Entry>> {
         let usable = if include_expired {
             self.is_owner(key, &item)
@@ -248,6 +285,13 @@ impl Store {
                 item,
                 payload: Some(Payload { format, data }),
                 chunks: None,
+            }));
+        }
+        if item.contains_key(item::CHUNK_VERSION) && defer {
+            return Ok(Some(Entry {
+                chunks: Some(chunks::head_attributes(&item)),
+                item,
+                payload: None,
             }));
         }
         if item.contains_key(item::CHUNK_VERSION) {

@@ -31,6 +31,8 @@ pub(crate) const CHUNK_VERSION: &str = "cv";
 pub(crate) const CHECKSUM: &str = "cs";
 /// Chunked value: the payload size in bytes (number).
 pub(crate) const SIZE: &str = "sz";
+/// Chunked value: the size of every chunk but the last, in bytes (number).
+pub(crate) const CHUNK_SIZE: &str = "cz";
 /// Chunk item: its slice of the payload (binary).
 pub(crate) const DATA: &str = "d";
 /// Chunk item: the key of the head item it belongs to (string).
@@ -47,6 +49,7 @@ const RESERVED: &[&str] = &[
     CHUNK_VERSION,
     CHECKSUM,
     SIZE,
+    CHUNK_SIZE,
     DATA,
     HEAD,
 ];
