@@ -9,24 +9,14 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 
 /// A boxed error, as bodies report them.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 pin_project_lite::pin_project! {
     /// The body of a response served by the cache engine: either whole bytes (served from the
     /// cache, or read from the origin to be stored) or the origin's own body streaming through,
     /// after the bytes that were read before it turned out too large to store.
-    ///
-    /// ```
-    /// use http_body_util::BodyExt;
-    /// use dynacache::http::CacheBody;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// let body: CacheBody<http_body_util::Empty<bytes::Bytes>> = CacheBody::full("cached");
-    /// assert_eq!(body.collect().await.unwrap().to_bytes(), "cached");
-    /// # }
-    /// ```
     #[derive(Debug)]
-    pub struct CacheBody<B> {
+    pub(crate) struct CacheBody<B> {
         #[pin]
         kind: Kind<B>,
     }
@@ -44,7 +34,7 @@ pin_project_lite::pin_project! {
 
 impl<B> CacheBody<B> {
     /// A body of these bytes.
-    pub fn full(bytes: impl Into<Bytes>) -> Self {
+    pub(crate) fn full(bytes: impl Into<Bytes>) -> Self {
         let bytes = bytes.into();
         CacheBody {
             kind: Kind::Full {

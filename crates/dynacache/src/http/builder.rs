@@ -92,6 +92,34 @@ impl HttpCacheBuilder {
         self
     }
 
+    /// Cache-specific `Cache-Control` fields (RFC 9213), most specific first, such as
+    /// `CDN-Cache-Control`: in a shared cache, the first of them a response carries (and that
+    /// parses) replaces its `Cache-Control` and `Expires` for this cache's decisions, so an
+    /// origin can tell this cache something else than browsers. Default none. Fails on a name
+    /// that is not a valid header name.
+    ///
+    /// ```
+    /// # fn main() -> dynacache::Result<()> {
+    /// let builder = dynacache::http::HttpCache::builder()
+    ///     .shared(true)
+    ///     .targeted_cache_control(["Dynacache-Cache-Control", "CDN-Cache-Control"])?;
+    /// # Ok(()) }
+    /// ```
+    pub fn targeted_cache_control<N: AsRef<str>>(
+        mut self,
+        names: impl IntoIterator<Item = N>,
+    ) -> Result<Self> {
+        self.settings.targeted_fields = names
+            .into_iter()
+            .map(|n| {
+                http::HeaderName::from_bytes(n.as_ref().as_bytes()).map_err(|_| {
+                    crate::Error::config(format!("{:?} is not a header name", n.as_ref()))
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(self)
+    }
+
     /// What to do with responses that set cookies (default [`SetCookie::Store`] in a private
     /// cache, [`SetCookie::DoNotStore`] in a shared one).
     pub fn set_cookie(mut self, policy: SetCookie) -> Self {
@@ -152,10 +180,17 @@ impl HttpCacheBuilder {
         self
     }
 
-    /// Query parameters, JSON and form body fields and headers left out of the key and removed
-    /// from the stored request (default: `Authorization`, `Proxy-Authorization`, `Cookie`,
-    /// `X-API-Key`, `X-Auth-Token`, `X-API-Token`, `X-Access-Token`, `access_token`, `api_key`,
-    /// `apikey`). Case-insensitive. Replaces the defaults.
+    /// Query parameters, JSON and form body fields and headers removed from the stored request
+    /// and URL, and left out of the key (default: `Authorization`, `Proxy-Authorization`,
+    /// `Cookie`, `X-API-Key`, `X-Auth-Token`, `X-API-Token`, `X-Access-Token`, `access_token`,
+    /// `api_key`, `apikey`, `token`). Case-insensitive. Replaces the defaults.
+    ///
+    /// A shared cache keeps query parameters and body fields in the key (hashed): it serves
+    /// many users, and a response to `?token=alice` must never answer `?token=bob`.
+    ///
+    /// ```
+    /// let builder = dynacache::http::HttpCache::builder().ignored_parameters(["sig", "Cookie"]);
+    /// ```
     pub fn ignored_parameters<S: Into<String>>(
         mut self,
         names: impl IntoIterator<Item = S>,
@@ -212,7 +247,8 @@ impl HttpCacheBuilder {
         self
     }
 
-    /// Answer from the cache only: `504 Gateway Timeout` when nothing fresh is cached.
+    /// Answer from the cache only, as if every request said `Cache-Control: only-if-cached`:
+    /// `504 Gateway Timeout` when nothing usable (fresh, or stale where allowed) is stored.
     pub fn only_if_cached(mut self, only: bool) -> Self {
         self.settings.only_if_cached = only;
         self
@@ -309,7 +345,7 @@ impl HttpCacheBuilder {
                 coalescer: Coalescer::default(),
                 refreshing: std::sync::Mutex::new(std::collections::HashSet::new()),
                 secret_keys: self.secret_keys,
-                refresh_client: self.refresher,
+                refresh: self.refresher.map(super::front::reqwest::refresher),
             }),
         })
     }

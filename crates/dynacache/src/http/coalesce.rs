@@ -18,9 +18,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
 /// How long a finished leader's result stays available to requests that looked up before it.
+/// Finished results are swept at most this often, so none is held much longer.
 const RETENTION: Duration = Duration::from_secs(5);
-/// Finished results are swept once the map holds more slots than this.
-const SWEEP_ABOVE: usize = 256;
 
 /// What a leader shares: its response, if it was stored (only stored responses are shared).
 pub(crate) type Outcome<T> = Option<Arc<T>>;
@@ -38,14 +37,22 @@ enum Slot<T> {
 
 /// The in-flight misses of one cache.
 pub(crate) struct Coalescer<T> {
-    slots: Mutex<HashMap<String, Slot<T>>>,
+    slots: Mutex<Slots<T>>,
     next_id: AtomicU64,
+}
+
+struct Slots<T> {
+    by_key: HashMap<String, Slot<T>>,
+    swept: Instant,
 }
 
 impl<T> Default for Coalescer<T> {
     fn default() -> Self {
         Coalescer {
-            slots: Mutex::new(HashMap::new()),
+            slots: Mutex::new(Slots {
+                by_key: HashMap::new(),
+                swept: Instant::now(),
+            }),
             next_id: AtomicU64::new(0),
         }
     }
@@ -68,19 +75,23 @@ pub(crate) enum Role<'a, T> {
 }
 
 impl<T> Coalescer<T> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot<T>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slots<T>> {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Joins the miss for `key`; `looked_up_at` is when this request started reading the cache.
     pub(crate) fn join(&self, key: &str, looked_up_at: Instant) -> Role<'_, T> {
-        let mut slots = self.lock();
-        if slots.len() > SWEEP_ABOVE {
-            slots.retain(|_, slot| match slot {
+        let mut guard = self.lock();
+        let slots = &mut *guard;
+        // Finished results hold whole responses: drop the old ones, whatever the traffic.
+        if slots.swept.elapsed() >= RETENTION {
+            slots.by_key.retain(|_, slot| match slot {
                 Slot::InFlight { .. } => true,
                 Slot::Done { at, .. } => at.elapsed() < RETENTION,
             });
+            slots.swept = Instant::now();
         }
+        let slots = &mut slots.by_key;
         match slots.get(key) {
             Some(Slot::InFlight { tx, .. }) => return Role::Follower(tx.subscribe()),
             Some(Slot::Done { at, outcome, .. })
@@ -119,7 +130,8 @@ impl<T> Leader<'_, T> {
 
     fn publish(&mut self, outcome: Outcome<T>) {
         self.finished = true;
-        let mut slots = self.coalescer.lock();
+        let mut guard = self.coalescer.lock();
+        let slots = &mut guard.by_key;
         let Some(Slot::InFlight { id, .. }) = slots.get(&self.key) else {
             return;
         };

@@ -83,7 +83,7 @@ pub(crate) fn signing_input(doc: &StoredResponse) -> Vec<u8> {
         out.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
         out.extend_from_slice(bytes);
     };
-    part(b"dynacache-http-signature-v1");
+    part(b"dynacache-http-signature-v2");
     part(doc.status.as_str().as_bytes());
     part(doc.method.as_bytes());
     part(doc.url.as_bytes());
@@ -94,7 +94,9 @@ pub(crate) fn signing_input(doc: &StoredResponse) -> Vec<u8> {
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_bytes()))
             .collect();
-        pairs.sort();
+        // By name only: the order of a field's lines is part of its meaning (the first
+        // stale-while-revalidate wins, for one), and the stored lists keep it.
+        pairs.sort_by(|a, b| a.0.cmp(b.0));
         part(&(pairs.len() as u64).to_be_bytes());
         for (n, v) in pairs {
             part(n.as_bytes());
@@ -343,9 +345,25 @@ pub(crate) fn index_attributes(index: &VaryIndex, url: &str) -> Item {
     attrs
 }
 
-/// The condition "this index still has that generation", as attribute name and value.
-pub(crate) fn generation_condition(index: &VaryIndex) -> (&'static str, AttributeValue) {
-    (GENERATION, s(index.generation.clone()))
+/// How many variants an index lists for deletion; past that, deleting the index still makes
+/// every variant unreachable, and their TTL removes them. Keeps the index small (it is read
+/// on every hit of the URL).
+pub(crate) const MAX_LISTED_VARIANTS: usize = 64;
+
+/// The condition "no index (of any generation) is stored here".
+pub(crate) fn no_generation_condition() -> crate::store::Condition {
+    crate::store::Condition::AbsentOrWithout(GENERATION)
+}
+
+/// The condition "nothing, or a redirect alias, is stored here" (an alias never replaces a
+/// response or an index).
+pub(crate) fn alias_condition() -> crate::store::Condition {
+    crate::store::Condition::AbsentOr(KIND, s(KIND_REDIRECT))
+}
+
+/// The condition "this index still has that generation".
+pub(crate) fn generation_condition(index: &VaryIndex) -> crate::store::Condition {
+    crate::store::Condition::Equals(GENERATION, s(index.generation.clone()))
 }
 
 /// The `Vary` index an item holds, if it is one.

@@ -71,7 +71,8 @@ pub(crate) struct Inner {
     pub(super) coalescer: Coalescer<Shared>,
     pub(super) refreshing: Mutex<HashSet<String>>,
     pub(super) secret_keys: Vec<Vec<u8>>,
-    pub(super) refresh_client: Option<reqwest::Client>,
+    /// Background refreshes for front-ends that cannot make their own (the middleware).
+    pub(super) refresh: Option<Refresh>,
 }
 
 /// A request as the engine sees it.
@@ -90,8 +91,34 @@ impl Incoming {
     /// (the cache wants a whole response it can store and then answer them from), with
     /// `validators` when revalidating a stored response.
     pub(crate) fn for_origin(&self, validators: Option<&http::HeaderMap>) -> Request<Bytes> {
+        self.to_origin(validators, true)
+    }
+
+    /// The request for the origin on a miss: as [`for_origin`](Incoming::for_origin), except
+    /// that a range of part of the response stays a range request (fetching a whole, maybe huge,
+    /// response for a few bytes would cost more than the cache can save); `bytes=0-`, the whole
+    /// response, is fetched and stored.
+    pub(crate) fn for_origin_on_miss(&self) -> Request<Bytes> {
+        let whole = self
+            .parts
+            .headers
+            .get(http::header::RANGE)
+            .is_none_or(|r| r.as_bytes().eq_ignore_ascii_case(b"bytes=0-"));
+        self.to_origin(None, whole)
+    }
+
+    fn to_origin(&self, validators: Option<&http::HeaderMap>, strip_range: bool) -> Request<Bytes> {
         let mut parts = self.parts.clone();
+        let range = if strip_range {
+            Default::default()
+        } else {
+            [http::header::RANGE, http::header::IF_RANGE]
+                .map(|h| parts.headers.get(&h).cloned().map(|v| (h, v)))
+        };
         policy::strip_conditionals(&mut parts.headers);
+        for (name, value) in range.into_iter().flatten() {
+            parts.headers.insert(name, value);
+        }
         if let Some(v) = validators {
             for (name, value) in v {
                 parts.headers.insert(name.clone(), value.clone());
@@ -136,9 +163,9 @@ impl HttpCache {
         tracing::warn!(error = %e, "dynacache: {what} failed; going on without the cache");
     }
 
-    /// The client the middleware refreshes with in the background.
-    pub(super) fn refresh_client(&self) -> Option<&reqwest::Client> {
-        self.inner.refresh_client.as_ref()
+    /// How the middleware refreshes in the background, when the builder was given a client.
+    pub(super) fn background_refresh(&self) -> Option<Refresh> {
+        self.inner.refresh.clone()
     }
 
     /// The base key of a request (before `Vary`).
@@ -178,7 +205,8 @@ impl HttpCache {
     {
         let settings = &self.inner.settings;
         let (parts, body) = req.into_parts();
-        let method = effective_method(&parts);
+        let overridden = method_override(&parts).is_some();
+        let method = invalidating_method(&parts);
         let Ok(url) = url::Url::parse(&parts.uri.to_string()) else {
             // Not an absolute URL: nothing to key it on.
             let res = fetch(Request::from_parts(parts, body)).await?;
@@ -200,6 +228,15 @@ impl HttpCache {
         let cacheable = self.inner.enabled.load(Ordering::Relaxed)
             && !opts.disable_cache
             && !incoming.directives.no_store
+            // Method override headers only ever turn caching off: a POST that claims to be a
+            // GET is still a POST to the cache.
+            && !overridden
+            // Preconditions on the state of the resource are the origin's to evaluate.
+            && !incoming.parts.headers.contains_key(http::header::IF_MATCH)
+            && !incoming
+                .parts
+                .headers
+                .contains_key(http::header::IF_UNMODIFIED_SINCE)
             && settings.allowed_methods.contains(&incoming.method)
             // With headers ignored, "do not cache" can skip the cache without reading it.
             && (self.inner.policy.honour_headers || fallback != ExpireAfter::DoNotCache);
@@ -258,18 +295,27 @@ impl HttpCache {
                 });
                 Ok(self.reply(&found, &incoming, &decision, Served::hit(stale)))
             }
-            Action::ServeStaleAndRevalidate => {
+            Action::ServeStaleAndRevalidate if refresh.is_some() => {
                 let Some(found) = self.ready(found, &incoming).await else {
                     return self.miss(&incoming, &lookup, looked_up_at, &fetch).await;
                 };
                 if let Some(refresh) = refresh {
                     self.refresh_in_background(&found, &incoming, &lookup, refresh);
                 }
+
                 bump(&self.inner.counters.stale_served);
                 Ok(self.reply(&found, &incoming, &decision, Served::hit(true)))
             }
-            Action::Revalidate { .. } if only_if_cached => Ok(super::reply::gateway_timeout()),
-            Action::Revalidate { stale_if_error } => {
+            Action::Revalidate { .. } | Action::ServeStaleAndRevalidate if only_if_cached => {
+                Ok(super::reply::gateway_timeout())
+            }
+            action => {
+                // Without a way to refresh in the background, a response servable while it is
+                // revalidated is revalidated now, and still served if that fails.
+                let stale_if_error = match action {
+                    Action::Revalidate { stale_if_error } => stale_if_error,
+                    _ => true,
+                };
                 let validators = policy::validators(&found.doc.headers, self.now());
                 let request_time = self.now();
                 let res = fetch(incoming.for_origin(Some(&validators))).await;
@@ -281,8 +327,9 @@ impl HttpCache {
                     && origin_failed
                     && let Some(found) = self.ready(found.clone(), &incoming).await
                 {
+                    let stale = found.is_stale(self.now());
                     bump(&self.inner.counters.stale_served);
-                    return Ok(self.reply(&found, &incoming, &decision, Served::hit(true)));
+                    return Ok(self.reply(&found, &incoming, &decision, Served::hit(stale)));
                 }
                 let res = res?;
                 if res.status() != StatusCode::NOT_MODIFIED {
@@ -291,7 +338,9 @@ impl HttpCache {
                         .await
                         .0);
                 }
-                if policy::not_modified_selects(&found.doc.headers, res.headers(), self.now()) {
+                if policy::not_modified_selects(&found.doc.headers, res.headers(), self.now())
+                    && !vary_changed(&found.doc.headers, res.headers())
+                {
                     let refreshed = self
                         .apply_not_modified(&found, &incoming, res.headers(), request_time)
                         .await;
@@ -329,7 +378,7 @@ impl HttpCache {
             return;
         };
         let incoming = Incoming {
-            method: effective_method(&parts),
+            method: invalidating_method(&parts),
             directives: RequestDirectives::default(),
             parts,
             body: Bytes::new(),
@@ -357,7 +406,7 @@ impl HttpCache {
         let shared = match self.inner.coalescer.join(&key, looked_up_at) {
             Role::Leader(leader) => {
                 let request_time = self.now();
-                let res = fetch(incoming.for_origin(None)).await?;
+                let res = fetch(incoming.for_origin_on_miss()).await?;
                 let (response, shared) = self
                     .store_and_answer(incoming, lookup, res, request_time)
                     .await;
@@ -374,6 +423,7 @@ impl HttpCache {
             let found = Found {
                 key: shared.key.clone(),
                 doc: shared.doc.clone(),
+                written: shared.doc.received_ms,
                 chunks: None,
                 deferred: None,
                 part: None,
@@ -388,7 +438,7 @@ impl HttpCache {
         }
         // The leader failed, or brought back a response this request may not use.
         let request_time = self.now();
-        let res = fetch(incoming.for_origin(None)).await?;
+        let res = fetch(incoming.for_origin_on_miss()).await?;
         Ok(self
             .store_and_answer(incoming, lookup, res, request_time)
             .await
@@ -450,11 +500,10 @@ impl HttpCache {
                 bump(&self.inner.counters.revalidated);
             }
         } else if !is_origin_error(res.status()) {
-            let (response, _) = self
+            // What was not stored (an oversized body) is dropped, not read.
+            let _ = self
                 .store_and_answer(incoming, lookup, res, request_time)
                 .await;
-            // Drain what was not stored (an oversized body) so the connection is reused.
-            let _ = http_body_util::BodyExt::collect(response.into_body()).await;
         }
     }
 
@@ -543,22 +592,41 @@ fn is_origin_error(status: StatusCode) -> bool {
     matches!(status.as_u16(), 500 | 502 | 503 | 504)
 }
 
-/// The method caching decisions use: the request's, or the one an override header names.
-fn effective_method(parts: &request::Parts) -> Method {
-    for h in [
+/// The method an override header (`X-HTTP-Method-Override` and its kin) names, if any.
+fn method_override(parts: &request::Parts) -> Option<Method> {
+    [
         "x-http-method-override",
         "x-http-method",
         "x-method-override",
-    ] {
-        if let Some(m) = parts
-            .headers
-            .get(h)
-            .and_then(|v| Method::from_bytes(v.as_bytes()).ok())
+    ]
+    .iter()
+    .find_map(|h| {
+        let value = parts.headers.get(*h)?;
+        Method::from_bytes(value.as_bytes()).ok()
+    })
+}
+
+/// The method whose response decides invalidation: the request's, or an unsafe one an
+/// override header names (the origin may well honour it).
+fn invalidating_method(parts: &request::Parts) -> Method {
+    match method_override(parts) {
+        Some(m)
+            if !matches!(
+                m,
+                Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+            ) =>
         {
-            return m;
+            m
         }
+        _ => parts.method.clone(),
     }
-    parts.method.clone()
+}
+
+/// Whether a 304 says the response now varies on other request headers than the stored one:
+/// then it cannot update that one (RFC 9111 §4.1, §4.3.4).
+fn vary_changed(stored: &http::HeaderMap, not_modified: &http::HeaderMap) -> bool {
+    not_modified.contains_key(http::header::VARY)
+        && policy::vary(not_modified) != policy::vary(stored)
 }
 
 #[cfg(test)]
@@ -566,11 +634,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn method_overrides_are_honoured() {
+    fn method_overrides_only_make_requests_less_cacheable() {
         let (mut parts, _) = Request::post("http://x/").body(()).unwrap().into_parts();
         parts
             .headers
             .insert("x-http-method-override", "GET".parse().unwrap());
-        assert_eq!(effective_method(&parts), Method::GET);
+        assert_eq!(method_override(&parts), Some(Method::GET));
+        assert_eq!(invalidating_method(&parts), Method::POST, "still a POST");
+        let (mut parts, _) = Request::get("http://x/").body(()).unwrap().into_parts();
+        parts
+            .headers
+            .insert("x-http-method-override", "DELETE".parse().unwrap());
+        assert_eq!(invalidating_method(&parts), Method::DELETE);
+    }
+
+    #[test]
+    fn a_304_with_another_vary_cannot_update_the_stored_response() {
+        let mut stored = http::HeaderMap::new();
+        stored.insert(http::header::VARY, "accept".parse().unwrap());
+        let mut nm = http::HeaderMap::new();
+        assert!(
+            !vary_changed(&stored, &nm),
+            "no Vary in the 304: nothing changes"
+        );
+        nm.insert(http::header::VARY, "Accept".parse().unwrap());
+        assert!(!vary_changed(&stored, &nm));
+        nm.insert(http::header::VARY, "accept-language".parse().unwrap());
+        assert!(vary_changed(&stored, &nm));
     }
 }

@@ -49,7 +49,15 @@ pub struct CachedEntry {
     pub is_expired: bool,
 }
 
-const LISTED: &[&str] = &["kind", "method", "url", "status", "size", item::WRITTEN];
+const LISTED: &[&str] = &[
+    "kind",
+    "method",
+    "url",
+    "status",
+    "size",
+    "received",
+    item::WRITTEN,
+];
 
 impl HttpCache {
     fn entry_of(key: String, item: &Item, now: i64) -> Option<CachedEntry> {
@@ -70,7 +78,8 @@ impl HttpCache {
                 .unwrap_or(0)
                 .max(0) as u64,
             created_at: millis_to_system_time(
-                get_i64(item, item::WRITTEN)
+                get_i64(item, "received")
+                    .or_else(|| get_i64(item, item::WRITTEN))
                     .and_then(|w| w.ok())
                     .unwrap_or(0),
             ),
@@ -196,10 +205,11 @@ impl HttpCache {
         self.inner.store.count(Some(only_responses), false).await
     }
 
-    /// Whether a response is stored under this key.
+    /// Whether a response is stored under this key: a response, a redirect alias leading to
+    /// one, or a `Vary` index naming at least one variant.
     pub async fn contains_key(&self, key: &str) -> Result<bool> {
-        let store = &self.inner.store;
-        store.has(&store.key(key.as_bytes())?).await
+        let lookup = self.lookup(key, &http::HeaderMap::new(), true).await?;
+        Ok(lookup.found.is_some() || lookup.index.is_some_and(|index| !index.variants.is_empty()))
     }
 
     /// Whether a response to `GET url` is stored.

@@ -10,6 +10,11 @@
 //! - the body: JSON bodies re-serialised with object keys sorted (list order kept) and ignored
 //!   fields removed; form bodies with fields sorted and ignored fields removed; other bodies as
 //!   they are;
+//!
+//! In a shared cache, ignored query parameters and body fields stay in the key (they are still
+//! removed from what is stored): a shared cache serves many users, and `?token=alice` and
+//! `?token=bob` are different resources (RFC 9111 §4: the target URIs must match). The key is a
+//! hash, so they are not stored in the clear.
 //! - the matched headers, `name:value` lower-case names, sorted, ignored headers removed.
 
 use http::{HeaderMap, Method};
@@ -25,7 +30,7 @@ pub(crate) fn normalize_url(url: &url::Url, settings: &Settings) -> url::Url {
     url.set_fragment(None);
     let mut pairs: Vec<(String, String)> = url
         .query_pairs()
-        .filter(|(k, _)| !settings.is_ignored(k))
+        .filter(|(k, _)| !settings.drops_from_key(k))
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
     if pairs.is_empty() {
@@ -57,7 +62,7 @@ fn normalize_body(headers: &HeaderMap, body: &[u8], settings: &Settings) -> Vec<
     }
     if content_type.starts_with("application/x-www-form-urlencoded") {
         let mut pairs: Vec<(String, String)> = url::form_urlencoded::parse(body)
-            .filter(|(k, _)| !settings.is_ignored(k))
+            .filter(|(k, _)| !settings.drops_from_key(k))
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
         pairs.sort();
@@ -72,7 +77,7 @@ fn normalize_body(headers: &HeaderMap, body: &[u8], settings: &Settings) -> Vec<
 fn strip_ignored(value: &mut serde_json::Value, settings: &Settings) {
     match value {
         serde_json::Value::Object(map) => {
-            map.retain(|k, _| !settings.is_ignored(k));
+            map.retain(|k, _| !settings.drops_from_key(k));
             for v in map.values_mut() {
                 strip_ignored(v, settings);
             }
@@ -267,6 +272,34 @@ mod tests {
             )
         };
         assert_eq!(form(b"a=1&b=2"), form(b"b=2&a=1&access_token=t"));
+    }
+
+    #[test]
+    fn a_shared_cache_keeps_credential_parameters_in_the_key() {
+        let shared = Settings {
+            shared: true,
+            ..Settings::default()
+        };
+        let key = |url: &str, settings: &Settings| {
+            create_key(
+                &Method::GET,
+                &url::Url::parse(url).unwrap(),
+                &HeaderMap::new(),
+                b"",
+                settings,
+            )
+        };
+        let private = Settings::default();
+        assert_eq!(
+            key("https://e.com/f?token=alice", &private),
+            key("https://e.com/f?token=bob", &private),
+            "a private cache serves one user: credentials are left out"
+        );
+        assert_ne!(
+            key("https://e.com/f?token=alice", &shared),
+            key("https://e.com/f?token=bob", &shared),
+            "a shared cache must not serve Alice's response for Bob's token"
+        );
     }
 
     #[test]

@@ -46,7 +46,6 @@ mod reply;
 mod settings;
 mod stored;
 
-pub use body::{BoxError, CacheBody};
 pub use builder::HttpCacheBuilder;
 pub use engine::HttpCache;
 pub use facts::{CacheFacts, CacheFactsExt, CacheStats};

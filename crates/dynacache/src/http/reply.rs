@@ -77,8 +77,7 @@ pub(crate) fn answer_fresh<B>(
         return res;
     }
     let (parts, _) = res.into_parts();
-    let mut headers = parts.headers;
-    headers.remove(header::CONTENT_LENGTH);
+    let headers = parts.headers;
     answer(
         parts.status,
         headers,
@@ -150,12 +149,20 @@ fn answer<B>(
                 (StatusCode::RANGE_NOT_SATISFIABLE, headers, Bytes::new())
             }
             RangeAnswer::Full if *method == Method::HEAD => (status, headers, Bytes::new()),
+            // RFC 9110 §8.6: never a Content-Length on a 1xx or 204.
+            RangeAnswer::Full if status.is_informational() || status == StatusCode::NO_CONTENT => {
+                headers.remove(header::CONTENT_LENGTH);
+                (status, headers, body)
+            }
             RangeAnswer::Full => {
                 headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
                 (status, headers, body)
             }
         }
     };
+    // The body is whole bytes now: the origin's framing no longer applies.
+    let mut headers = headers;
+    headers.remove(header::TRANSFER_ENCODING);
     let mut res = Response::new(CacheBody::full(body));
     *res.status_mut() = status;
     *res.headers_mut() = headers;

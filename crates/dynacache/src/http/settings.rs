@@ -127,8 +127,7 @@ pub enum MatchHeaders {
 }
 
 /// A URL pattern of `urls_expire_after`: a glob matched against the URL without its scheme
-/// (`api.example.com/users/*`; a trailing `**` is implied), or a regular expression... only
-/// globs are supported.
+/// (`api.example.com/users/*`; a trailing `**` is implied).
 #[derive(Clone)]
 pub(crate) struct UrlPattern {
     text: String,
@@ -197,6 +196,7 @@ pub(crate) struct Settings {
     pub(crate) set_cookie: Option<SetCookie>,
     pub(crate) heuristic_fraction: f64,
     pub(crate) heuristic_max: Duration,
+    pub(crate) targeted_fields: Vec<HeaderName>,
     pub(crate) allowed_methods: Vec<Method>,
     pub(crate) match_headers: MatchHeaders,
     pub(crate) ignored_parameters: Vec<String>,
@@ -222,6 +222,7 @@ impl fmt::Debug for Settings {
             .field("set_cookie", &self.set_cookie)
             .field("heuristic_fraction", &self.heuristic_fraction)
             .field("heuristic_max", &self.heuristic_max)
+            .field("targeted_fields", &self.targeted_fields)
             .field("allowed_methods", &self.allowed_methods)
             .field("match_headers", &self.match_headers)
             .field("ignored_parameters", &self.ignored_parameters)
@@ -247,6 +248,7 @@ impl Default for Settings {
             set_cookie: None,
             heuristic_fraction: 0.1,
             heuristic_max: Duration::from_secs(86_400),
+            targeted_fields: Vec::new(),
             allowed_methods: vec![Method::GET, Method::HEAD],
             match_headers: MatchHeaders::None,
             ignored_parameters: DEFAULT_IGNORED_PARAMETERS
@@ -271,6 +273,12 @@ impl Settings {
         self.ignored_parameters
             .iter()
             .any(|p| p.eq_ignore_ascii_case(name))
+    }
+
+    /// Whether a query parameter or body field is left out of the key: ignored parameters are,
+    /// in a private cache only (see [`key`](super::key)).
+    pub(crate) fn drops_from_key(&self, name: &str) -> bool {
+        !self.shared && self.is_ignored(name)
     }
 
     /// The fallback expiry when nothing else is configured.
@@ -308,7 +316,7 @@ impl Settings {
             } else {
                 SetCookie::Store
             }),
-            targeted_fields: Vec::new(),
+            targeted_fields: self.targeted_fields.clone(),
             stale_while_revalidate: self.stale_while_revalidate,
             stale_if_error: self.stale_if_error,
             always_revalidate: self.always_revalidate,

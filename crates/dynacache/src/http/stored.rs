@@ -17,7 +17,7 @@ use super::key::{variant_key, variant_suffix};
 use super::policy::{self, StoredMeta};
 use crate::clock::millis_to_system_time;
 use crate::error::Result;
-use crate::store::{Entry, Stamp};
+use crate::store::{Condition, Entry, Stamp};
 use crate::table::item::{Item, b, get_b};
 
 /// A stored response found for a request.
@@ -27,6 +27,8 @@ pub(crate) struct Found {
     pub(crate) doc: StoredResponse,
     /// For a body stored in chunks: the head attributes naming them, to re-date them.
     pub(crate) chunks: Option<Item>,
+    /// When the item was written: a 304 updates it only if it is still that one.
+    pub(crate) written: i64,
     /// The stored item, when its body is in chunks not read yet (a range request may need
     /// only some of them).
     pub(crate) deferred: Option<Item>,
@@ -44,6 +46,11 @@ pub(crate) struct Part {
 }
 
 impl Found {
+    /// Whether it is stale at `now`.
+    pub(crate) fn is_stale(&self, now: i64) -> bool {
+        self.doc.expires_ms.is_some_and(|e| e <= now)
+    }
+
     pub(crate) fn meta(&self) -> StoredMeta<'_> {
         StoredMeta {
             headers: &self.doc.headers,
@@ -124,8 +131,11 @@ impl HttpCache {
         // A redirect alias (this URL was the target of a redirect another request followed).
         if let Some(target) = document::redirect_target(&entry.item) {
             match self.read(&target, defer).await? {
-                Some(e) => (entry, lookup.base) = (e, target),
-                None => return Ok(lookup),
+                // One alias is followed, never a chain.
+                Some(e) if document::redirect_target(&e.item).is_none() => {
+                    (entry, lookup.base) = (e, target)
+                }
+                _ => return Ok(lookup),
             }
         }
         let key = match document::vary_index(&entry.item) {
@@ -141,6 +151,7 @@ impl HttpCache {
             }
         };
         let is_deferred = entry.is_deferred();
+        let written = entry.written();
         let Entry {
             item,
             payload,
@@ -171,6 +182,7 @@ impl HttpCache {
         lookup.found = Some(Found {
             key,
             doc,
+            written,
             chunks,
             deferred: is_deferred.then_some(item),
             part: None,
@@ -286,6 +298,21 @@ impl HttpCache {
         {
             return (passed_through(Response::from_parts(rparts, body)), None);
         }
+        let final_url = rparts
+            .extensions
+            .get::<FinalUrl>()
+            .map(|u| u.0.clone())
+            .filter(|u| {
+                super::key::normalize_url(u, settings)
+                    != super::key::normalize_url(&incoming.url, settings)
+            });
+        // The client followed a redirect: this is the final URL's response, not the requested
+        // one's, and the redirect's own cacheability was never seen. A private cache stores it
+        // under the requested URL anyway (its one user asked for that URL); a shared cache must
+        // not (`/me` redirecting privately to `/users/42` would serve user 42 to everyone).
+        if final_url.is_some() && self.inner.policy.shared {
+            return (passed_through(Response::from_parts(rparts, body)), None);
+        }
         let declared = rparts
             .headers
             .get(http::header::CONTENT_LENGTH)
@@ -309,7 +336,6 @@ impl HttpCache {
                 return (res, None);
             }
         };
-        let final_url = rparts.extensions.get::<FinalUrl>().map(|u| u.0.clone());
         let mut stored_headers = rparts.headers.clone();
         for name in &plan.strip {
             stored_headers.remove(name);
@@ -336,7 +362,11 @@ impl HttpCache {
             }
             _ => (lookup.base.clone(), None, String::new()),
         };
-        let fresh_index = index.is_some() && lookup.index.as_ref() != index.as_ref();
+        let replacing = match (&index, &lookup.index) {
+            (None, _) => None,
+            (Some(index), Some(seen)) if index == seen => None,
+            (Some(_), seen) => Some(seen.clone()),
+        };
         let mut facts = CacheFacts {
             created_at: Some(millis_to_system_time(response_time)),
             expires: doc.expires_ms.map(millis_to_system_time),
@@ -344,14 +374,7 @@ impl HttpCache {
             ..CacheFacts::default()
         };
         let written = self
-            .write_response(
-                &lookup.base,
-                &key,
-                index.as_ref(),
-                fresh_index,
-                &suffix,
-                &doc,
-            )
+            .write_response(&lookup.base, &key, index.as_ref(), replacing, &suffix, &doc)
             .await;
         let shared = match written {
             Ok(()) => {
@@ -382,13 +405,14 @@ impl HttpCache {
         (res, shared)
     }
 
-    /// Writes a response item, and the `Vary` index naming it.
+    /// Writes a response item, and the `Vary` index naming it. `replacing`: the index is new
+    /// (it replaces the one seen, if any, and only that one).
     async fn write_response(
         &self,
         base: &str,
         key: &str,
         index: Option<&VaryIndex>,
-        fresh_index: bool,
+        replacing: Option<Option<VaryIndex>>,
         suffix: &str,
         doc: &StoredResponse,
     ) -> Result<()> {
@@ -411,32 +435,44 @@ impl HttpCache {
             return Ok(());
         };
         let base_key = store.key(base.as_bytes())?;
-        if !fresh_index
-            && store
-                .add_to_set(
-                    &base_key,
-                    document::VARIANTS,
-                    suffix,
-                    document::generation_condition(index),
-                )
-                .await?
-        {
+        let Some(seen) = replacing else {
+            // The index already names this generation: list the variant, so that deletions
+            // find it, while the list is short (past that, deleting the index still makes every
+            // variant unreachable, and their TTL removes them).
+            if index.variants.len() < document::MAX_LISTED_VARIANTS
+                && !index.variants.iter().any(|v| v == suffix)
+            {
+                store
+                    .add_to_set(
+                        &base_key,
+                        document::VARIANTS,
+                        suffix,
+                        document::generation_condition(index),
+                    )
+                    .await?;
+            }
             return Ok(());
-        }
-        // A new index (or the old one changed under us): this generation replaces it.
+        };
+        // A new generation replaces the index seen (or takes an empty place), and only that:
+        // if another process changed it meanwhile, its index stays and this variant is simply
+        // unreachable.
         let mut index = index.clone();
         index.variants = vec![suffix.to_owned()];
         let stamp = Stamp {
             now: doc.received_ms,
             expires: None,
         };
+        let when = match &seen {
+            Some(seen) => document::generation_condition(seen),
+            None => document::no_generation_condition(),
+        };
         store
-            .put(
+            .put_if(
                 &base_key,
                 document::index_attributes(&index, &doc.url),
                 None,
                 stamp,
-                None,
+                when,
             )
             .await
             .map(|_| ())
@@ -472,8 +508,15 @@ impl HttpCache {
             now: self.now(),
             expires,
         };
+        // Never over a response or a `Vary` index stored for the final URL itself.
         store
-            .put(&store.key(alias.as_bytes())?, attrs, None, stamp, None)
+            .put_if(
+                &store.key(alias.as_bytes())?,
+                attrs,
+                None,
+                stamp,
+                document::alias_condition(),
+            )
             .await
             .map(|_| ())
     }
@@ -490,6 +533,13 @@ impl HttpCache {
     ) -> Found {
         let now = self.now();
         let mut doc = found.doc.clone();
+        // A 304 without Age was validated by the origin for this request (RFC 9111 §5.1): the
+        // stored response's old Age no longer applies (one in the 304 replaces it). Likewise a
+        // 304 without Date is dated now (RFC 9110 §6.6.1), not by the old response's Date.
+        doc.headers.remove(http::header::AGE);
+        if let Ok(date) = http::HeaderValue::from_str(&policy::fmt_http_date(now)) {
+            doc.headers.insert(http::header::DATE, date);
+        }
         policy::merge_not_modified(&mut doc.headers, not_modified);
         let exchange = policy::Exchange {
             request_headers: &incoming.parts.headers,
@@ -510,8 +560,7 @@ impl HttpCache {
                 if self.inner.settings.read_only {
                     Ok(())
                 } else {
-                    self.update_metadata(&found.key, &doc, found.chunks.as_ref())
-                        .await
+                    self.update_metadata(found, &doc).await
                 }
             }
             Err(_) => {
@@ -530,25 +579,30 @@ impl HttpCache {
         Found {
             key: found.key.clone(),
             doc,
+            written: found.written,
             chunks: found.chunks.clone(),
             deferred: found.deferred.clone(),
             part: None,
         }
     }
 
-    async fn update_metadata(
-        &self,
-        key: &str,
-        doc: &StoredResponse,
-        chunks: Option<&Item>,
-    ) -> Result<()> {
+    /// Stores a revalidated response's new metadata, unless another process replaced the
+    /// stored response meanwhile: the new headers describe the body that was revalidated, and
+    /// must never land on another one.
+    async fn update_metadata(&self, found: &Found, doc: &StoredResponse) -> Result<()> {
         let store = &self.inner.store;
         let mut sets = document::metadata_attributes(doc);
         if let Some(signature) = self.sign(doc) {
             sets.insert(document::SIGNATURE.to_owned(), b(signature));
         }
         store
-            .update(&store.key(key.as_bytes())?, sets, doc.expires_ms, chunks)
+            .update(
+                &store.key(found.key.as_bytes())?,
+                sets,
+                doc.expires_ms,
+                found.chunks.as_ref(),
+                Some(Condition::Unchanged(found.written)),
+            )
             .await
             .map(|_| ())
     }

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) use counter::Increment;
+
 pub use key::{Key, MAX_KEY_LEN};
 pub(crate) use key::{StoredKey, validate_namespace};
 pub use scan::StorageStats;
@@ -32,6 +33,7 @@ use crate::error::Result;
 use crate::expiry::Expiry;
 use crate::table::item::{self, Item, b, get_b, get_i64, get_s, n, s};
 use crate::table::{Expr, MAX_ITEM_BYTES, Put, Table, Write};
+use aws_sdk_dynamodb::types::AttributeValue;
 
 /// Payloads whose item would exceed this are split into chunks.
 const INLINE_LIMIT: usize = MAX_ITEM_BYTES - 8 * 1024;
@@ -61,9 +63,62 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
+    /// When the entry was written (its identity: an update of its attributes keeps it, a
+    /// replacement changes it).
+    pub(crate) fn written(&self) -> i64 {
+        get_i64(&self.item, item::WRITTEN)
+            .and_then(|w| w.ok())
+            .unwrap_or(0)
+    }
+
     /// Whether the payload is in chunks not read yet.
     pub(crate) fn is_deferred(&self) -> bool {
         self.payload.is_none() && self.chunks.is_some()
+    }
+}
+
+/// A condition on an entry's own attributes, for writes that must not overwrite what another
+/// process wrote meanwhile.
+#[derive(Debug, Clone)]
+pub(crate) enum Condition {
+    /// The entry exists and its attribute equals the value.
+    Equals(&'static str, AttributeValue),
+    /// There is no entry, or its attribute equals the value.
+    AbsentOr(&'static str, AttributeValue),
+    /// There is no entry, or it lacks the attribute.
+    AbsentOrWithout(&'static str),
+    /// The entry is still the one written at this time (see [`Entry::written`]).
+    Unchanged(i64),
+}
+
+impl Condition {
+    fn expr(self, key_attribute: &str) -> Expr {
+        let e = Expr::default().name("#ck", key_attribute);
+        match self {
+            Condition::Equals(name, value) => Expr {
+                text: "attribute_exists(#ck) AND #ca = :cv".into(),
+                ..e
+            }
+            .name("#ca", name)
+            .value(":cv", value),
+            Condition::AbsentOr(name, value) => Expr {
+                text: "attribute_not_exists(#ck) OR #ca = :cv".into(),
+                ..e
+            }
+            .name("#ca", name)
+            .value(":cv", value),
+            Condition::AbsentOrWithout(name) => Expr {
+                text: "attribute_not_exists(#ck) OR attribute_not_exists(#ca)".into(),
+                ..e
+            }
+            .name("#ca", name),
+            Condition::Unchanged(written) => Expr {
+                text: "attribute_exists(#ck) AND #ca = :cv".into(),
+                ..e
+            }
+            .name("#ca", item::WRITTEN)
+            .value(":cv", n(written)),
+        }
     }
 }
 
@@ -354,6 +409,19 @@ impl Store {
         }
     }
 
+    /// [`put`](Store::put) only if `when` holds. Returns false when it did not.
+    pub(crate) async fn put_if(
+        &self,
+        key: &StoredKey,
+        attrs: Item,
+        payload: Option<Payload>,
+        stamp: Stamp,
+        when: Condition,
+    ) -> Result<bool> {
+        let condition = when.expr(self.inner.table.key_attribute());
+        self.put(key, attrs, payload, stamp, Some(condition)).await
+    }
+
     /// Writes several entries with one stamp, with BatchWriteItem (25 a call). A key given twice
     /// keeps its last entry. Entries too large for one item are written one by one.
     ///
@@ -399,24 +467,38 @@ impl Store {
     }
 
     /// Updates an existing entry's own attributes (`sets`) and its expiry, without rewriting
-    /// its payload; a payload in chunks gets the new TTL on every chunk. Returns false when the
-    /// entry is gone. Returns nothing of the item, so a large one does not cross the network.
+    /// its payload; a payload in chunks gets the new TTL on every chunk. `when` guards against
+    /// updating an entry another process replaced meanwhile. Returns false when the entry is
+    /// gone (or `when` did not hold). Returns nothing of the item, so a large one does not
+    /// cross the network.
     pub(crate) async fn update(
         &self,
         key: &StoredKey,
         sets: Item,
         expires: Option<i64>,
         chunks: Option<&Item>,
+        when: Option<Condition>,
     ) -> Result<bool> {
         // Chunks first: a chunk outliving its head is harmless, a head outliving its chunks is
         // a miss.
         if let Some(head) = chunks {
             self.retime_chunks(head, expires).await?;
         }
-        let update = self.expiry_update(sets, expires);
+        let mut update = self.expiry_update(sets, expires);
+        let condition = match when {
+            None => "attribute_exists(#k)".to_owned(),
+            Some(when) => {
+                let c = when.expr(self.inner.table.key_attribute());
+                // The condition names the key itself; DynamoDB refuses unused names.
+                update.names.remove("#k");
+                update.names.extend(c.names);
+                update.values.extend(c.values);
+                c.text
+            }
+        };
         self.inner
             .table
-            .update_item_quiet(&key.pk, update, Some("attribute_exists(#k)"))
+            .update_item_quiet(&key.pk, update, Some(&condition))
             .await
     }
 
@@ -470,26 +552,24 @@ impl Store {
         e
     }
 
-    /// Adds `member` to the string-set attribute `set` of an existing entry, if its attribute
-    /// `when.0` still equals `when.1`. Returns false when the entry is gone or changed.
+    /// Adds `member` to the string-set attribute `set` of an entry, if `when` holds. Returns
+    /// false when it did not.
     pub(crate) async fn add_to_set(
         &self,
         key: &StoredKey,
         set: &str,
         member: &str,
-        when: (&str, aws_sdk_dynamodb::types::AttributeValue),
+        when: Condition,
     ) -> Result<bool> {
-        let update = Expr::new("ADD #set :member")
+        let c = when.expr(self.inner.table.key_attribute());
+        let mut update = Expr::new("ADD #set :member")
             .name("#set", set)
-            .name("#when", when.0)
-            .value(
-                ":member",
-                aws_sdk_dynamodb::types::AttributeValue::Ss(vec![member.to_owned()]),
-            )
-            .value(":when", when.1);
+            .value(":member", AttributeValue::Ss(vec![member.to_owned()]));
+        update.names.extend(c.names);
+        update.values.extend(c.values);
         self.inner
             .table
-            .update_item_quiet(&key.pk, update, Some("#when = :when"))
+            .update_item_quiet(&key.pk, update, Some(&c.text))
             .await
     }
 

@@ -1,5 +1,9 @@
 //! A test origin on 127.0.0.1: counts requests per path and scripts caching headers, validators,
 //! Vary, redirects, errors and delays.
+//!
+//! Besides the fixed routes, `/script/<name>` answers with whatever the test scripted for `name`
+//! ([`Origin::script`], [`Origin::respond`]), and every request's method and headers are recorded
+//! ([`Origin::requests`]) so tests can check what the cache sent.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,13 +13,80 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::Response;
 use axum::routing::any;
+
+/// A request as a script sees it.
+#[derive(Debug, Clone)]
+pub struct ScriptRequest {
+    pub method: Method,
+    pub headers: HeaderMap,
+    pub body: axum::body::Bytes,
+    /// The origin's idea of now (the test's clock when it follows one).
+    pub now: std::time::SystemTime,
+    /// How many requests reached this script's path, this one included.
+    pub n: usize,
+}
+
+impl ScriptRequest {
+    /// A request header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// A scripted answer: status, headers (in order, repeats allowed), body, and a delay before it.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn new(status: u16, body: impl Into<Vec<u8>>) -> Reply {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: body.into(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    /// A 200 with this body.
+    pub fn ok(body: impl Into<Vec<u8>>) -> Reply {
+        Reply::new(200, body)
+    }
+
+    /// Adds a header line (a `date` line replaces the origin's own `Date`).
+    pub fn header(mut self, name: &str, value: impl Into<String>) -> Reply {
+        self.headers.push((name.to_owned(), value.into()));
+        self
+    }
+
+    /// Waits this long before answering.
+    pub fn delay(mut self, delay: Duration) -> Reply {
+        self.delay = delay;
+        self
+    }
+}
+
+type Script = Arc<dyn Fn(&ScriptRequest) -> Reply + Send + Sync>;
+
+/// A request the origin received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: Method,
+    pub headers: HeaderMap,
+}
 
 #[derive(Clone, Default)]
 pub struct Origin {
     counts: Arc<Mutex<HashMap<String, usize>>>,
+    scripts: Arc<Mutex<HashMap<String, Script>>>,
+    received: Arc<Mutex<HashMap<String, Vec<Received>>>>,
     /// The clock the origin's `Date` headers follow (the test's manual clock), if set.
     clock: Arc<Mutex<Option<dynacache::ManualClock>>>,
     /// When set, every route answers 500.
@@ -69,6 +140,41 @@ impl Origin {
     pub fn fail(&self, failing: bool) {
         self.failing.store(failing, Ordering::SeqCst);
     }
+
+    /// Scripts `/script/<name>`: every request to it is answered by `f`. Returns the path.
+    pub fn script(
+        &self,
+        name: &str,
+        f: impl Fn(&ScriptRequest) -> Reply + Send + Sync + 'static,
+    ) -> String {
+        self.scripts
+            .lock()
+            .unwrap()
+            .insert(name.to_owned(), Arc::new(f));
+        format!("/script/{name}")
+    }
+
+    /// Scripts `/script/<name>` to answer `reply` to every request. Returns the path.
+    pub fn respond(&self, name: &str, reply: Reply) -> String {
+        self.script(name, move |_| reply.clone())
+    }
+
+    /// The requests that reached `path` (without the query), oldest first.
+    pub fn requests(&self, path: &str) -> Vec<Received> {
+        self.received
+            .lock()
+            .unwrap()
+            .get(path)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The last request that reached `path`.
+    pub fn last_request(&self, path: &str) -> Received {
+        self.requests(path)
+            .pop()
+            .unwrap_or_else(|| panic!("no request reached {path}"))
+    }
 }
 
 fn response(status: StatusCode, headers: &[(&str, String)], body: impl Into<Body>) -> Response {
@@ -82,11 +188,22 @@ fn response(status: StatusCode, headers: &[(&str, String)], body: impl Into<Body
 async fn handle(
     State(origin): State<Origin>,
     Path(path): Path<String>,
+    method: Method,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
     let now = origin.now();
-    let mut res = route(origin, path, headers, body).await;
+    origin
+        .received
+        .lock()
+        .unwrap()
+        .entry(format!("/{path}"))
+        .or_default()
+        .push(Received {
+            method: method.clone(),
+            headers: headers.clone(),
+        });
+    let mut res = route(origin, path, method, headers, body).await;
     if !res.headers().contains_key(header::DATE) {
         res.headers_mut().insert(
             header::DATE,
@@ -99,16 +216,17 @@ async fn handle(
 async fn route(
     origin: Origin,
     path: String,
+    method: Method,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
     let path = format!("/{path}");
-    *origin
-        .counts
-        .lock()
-        .unwrap()
-        .entry(path.clone())
-        .or_default() += 1;
+    let n = {
+        let mut counts = origin.counts.lock().unwrap();
+        let n = counts.entry(path.clone()).or_default();
+        *n += 1;
+        *n
+    };
     if origin.failing.load(Ordering::SeqCst) {
         return response(StatusCode::INTERNAL_SERVER_ERROR, &[], "origin down");
     }
@@ -116,6 +234,27 @@ async fn route(
     let json = || ("content-type", "application/json".to_owned());
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match segments.as_slice() {
+        ["script", name] => {
+            let script = origin.scripts.lock().unwrap().get(*name).cloned();
+            let Some(script) = script else {
+                return response(StatusCode::NOT_FOUND, &[], "no such script");
+            };
+            let reply = script(&ScriptRequest {
+                method,
+                headers,
+                body,
+                now: origin.now(),
+                n,
+            });
+            if !reply.delay.is_zero() {
+                tokio::time::sleep(reply.delay).await;
+            }
+            let mut b = Response::builder().status(StatusCode::from_u16(reply.status).unwrap());
+            for (k, v) in &reply.headers {
+                b = b.header(k.as_str(), v.as_str());
+            }
+            b.body(Body::from(reply.body)).unwrap()
+        }
         ["json"] => response(
             StatusCode::OK,
             &[json()],

@@ -69,7 +69,7 @@ fn to_response(
 }
 
 /// Background refreshes through this client.
-fn refresher(client: Client) -> Refresh {
+pub(crate) fn refresher(client: Client) -> Refresh {
     Arc::new(move |req| {
         let client = client.clone();
         Box::pin(async move {
@@ -336,9 +336,10 @@ impl CacheMiddleware {
     /// the builder's `refresh_client`, else a default client: they cannot go through the rest
     /// of the middleware stack, which lives only as long as the request.
     pub fn new(cache: HttpCache) -> Self {
-        let client = cache.refresh_client().cloned().unwrap_or_default();
         CacheMiddleware {
-            refresh: refresher(client),
+            refresh: cache
+                .background_refresh()
+                .unwrap_or_else(|| refresher(Client::new())),
             cache,
         }
     }
