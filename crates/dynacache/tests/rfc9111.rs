@@ -53,6 +53,7 @@ conformance!(
     a_partial_range_that_misses_goes_to_the_origin_as_a_range,
     a_whole_range_that_misses_is_fetched_whole_stored_and_answered_206,
     a_range_inside_a_chunked_body_is_byte_exact,
+    a_range_of_a_chunked_body_reads_only_the_chunks_it_needs,
     // Coalescing.
     sixty_four_concurrent_misses_send_one_request_to_the_origin,
     concurrent_misses_for_different_variants_each_get_their_own,
@@ -1880,4 +1881,28 @@ mod suite {
         assert!(!got.hit());
         assert_eq!(e.origin.count(&p), 3);
     }
+
+    pub async fn a_range_of_a_chunked_body_reads_only_the_chunks_it_needs(table: Table) {
+        // 1.5 MB of incompressible bytes: a head and 5 chunks of 350 KiB. A range inside one
+        // chunk reads the head and that chunk; a whole GET reads them all.
+        let e = env(table.clone(), |b| b).await;
+        let p = "/random-etag/1500000";
+        let full = e.get(p).await.body;
+        let units = || table.consumed_capacity().read_units;
+        let before = units();
+        assert!(e.get(p).await.hit());
+        let whole = units() - before;
+        let before = units();
+        let res = e.get_with(p, &[("range", "bytes=400000-400009")]).await;
+        let ranged = units() - before;
+        assert!(res.hit() && res.status == 206 && res.body == full[400_000..400_010]);
+        if whole > 0.0 {
+            // Engines that report capacity: a chunk is 350 KiB, so 1 of 5 chunks is well under
+            // half of the whole read.
+            assert!(ranged < whole / 2.0, "range {ranged} units, whole {whole} units");
+        } else {
+            eprintln!("this engine reports no consumed capacity; range reads not measured");
+        }
+    }
+
 }
