@@ -1899,10 +1899,12 @@ mod suite {
         if whole > 0.0 {
             // Engines that report capacity: a chunk is 350 KiB, so 1 of 5 chunks is well under
             // half of the whole read.
-            assert!(ranged < whole / 2.0, "range {ranged} units, whole {whole} units");
+            assert!(
+                ranged < whole / 2.0,
+                "range {ranged} units, whole {whole} units"
+            );
         } else {
             eprintln!("this engine reports no consumed capacity; range reads not measured");
         }
     }
-
 }
