@@ -70,6 +70,8 @@ pub async fn get(conn: &Connection, out: &Output, args: GetArgs) -> Result<(), C
         .bytes()
         .await
         .map_err(|e| CliError::new(format!("reading the body failed: {e}"), EXIT_ORIGIN))?;
+    // A write that outlasted the request is still under way: let it land before exiting.
+    cache.flush().await;
     let outcome = outcome(&facts);
     if out.json {
         out.json_line(&json!({

@@ -140,6 +140,17 @@ pub enum Error {
     #[error("DynamoDB endpoint unreachable")]
     Unreachable(#[source] Source),
 
+    /// DynamoDB kept failing (timeouts, an unreachable endpoint, throttling, server errors), so
+    /// the table's circuit breaker stopped calling it for a while: this call was not sent. See
+    /// [`CircuitBreaker`](crate::CircuitBreaker).
+    #[error("table {table:?} unavailable: DynamoDB kept failing; calls resume in {retry_in:?}")]
+    Unavailable {
+        /// The table name.
+        table: String,
+        /// How long until a call is tried again (zero: a probe call is under way).
+        retry_in: std::time::Duration,
+    },
+
     /// DynamoDB answered with an error that has no variant of its own.
     #[error("DynamoDB error {code}: {message}")]
     Service {
@@ -179,6 +190,11 @@ impl Error {
     /// The endpoint could not be reached.
     pub fn is_unreachable(&self) -> bool {
         matches!(self, Error::Unreachable(_))
+    }
+
+    /// The call was not sent: the table's circuit breaker is open after repeated failures.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Error::Unavailable { .. })
     }
 
     /// A stored item was damaged, tampered with, or could not be decoded as the requested type.

@@ -70,6 +70,7 @@ pub use expiry::Expiry;
 pub use kv::{Cache, CacheBuilder};
 pub use store::{Key, MAX_KEY_LEN, StorageStats};
 pub use table::{
-    ConsumedCapacity, DEFAULT_TABLE, Engine, MAX_ITEM_BYTES, MAX_KEY_BYTES, Table, TableBuilder,
-    TableDescription, TablePolicy,
+    BreakerState, CircuitBreaker, ConsumedCapacity, DEFAULT_ATTEMPT_TIMEOUT,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_OPERATION_TIMEOUT, DEFAULT_TABLE, Engine, MAX_ITEM_BYTES,
+    MAX_KEY_BYTES, StorageHealth, Table, TableBuilder, TableDescription, TablePolicy,
 };

@@ -67,7 +67,10 @@ mod suite {
         let origin = Origin::start().await;
         let clock = ManualClock::new();
         origin.follow_clock(&clock);
-        let cache = f(HttpCache::builder().clock(clock.clone()))
+        let cache = // Writes land before the response returns, so each test reads what it stored.
+        f(HttpCache::builder()
+            .clock(clock.clone())
+            .write_wait(Duration::from_secs(60)))
             .build(table.clone())
             .unwrap();
         Env {

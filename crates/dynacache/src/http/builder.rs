@@ -54,7 +54,14 @@ impl std::fmt::Debug for HttpCacheBuilder {
 }
 
 impl HttpCacheBuilder {
-    /// The namespace (key prefix) of this cache's items in the table (default `http`).
+    /// The namespace (key prefix) of this cache's items in the table (default `http`): 1 to 64
+    /// characters of letters, digits, `_ - . /`.
+    ///
+    /// ```
+    /// // Two caches in one table, each seeing only its own responses.
+    /// let api = dynacache::http::HttpCache::builder().namespace("api");
+    /// let images = dynacache::http::HttpCache::builder().namespace("images");
+    /// ```
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = Some(namespace.into());
         self
@@ -68,6 +75,15 @@ impl HttpCacheBuilder {
     /// `allowed_codes`, URL patterns and `expire_after`. A shared cache serves many users on the
     /// origin's behalf, so it stores only what the origin's headers and RFC 9111's heuristics
     /// allow ([`ExpireAfter::Headers`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use dynacache::http::{ExpireAfter, HttpCache};
+    ///
+    /// let private = HttpCache::builder().expire_after(Duration::from_secs(600));
+    /// // A shared cache that stores only what the origin marks fresh.
+    /// let shared = HttpCache::builder().shared(true).expire_after(ExpireAfter::DoNotCache);
+    /// ```
     pub fn expire_after(mut self, expire_after: impl Into<ExpireAfter>) -> Self {
         self.settings.expire_after = Some(expire_after.into());
         self
@@ -122,6 +138,11 @@ impl HttpCacheBuilder {
 
     /// What to do with responses that set cookies (default [`SetCookie::Store`] in a private
     /// cache, [`SetCookie::DoNotStore`] in a shared one).
+    ///
+    /// ```
+    /// use dynacache::http::{HttpCache, SetCookie};
+    /// let builder = HttpCache::builder().set_cookie(SetCookie::DoNotStore);
+    /// ```
     pub fn set_cookie(mut self, policy: SetCookie) -> Self {
         self.settings.set_cookie = Some(policy);
         self
@@ -131,6 +152,19 @@ impl HttpCacheBuilder {
     /// trailing `**` implied: `api.example.com/users`, `*.example.com/static/*`). Patterns are
     /// tried in the order they are added; the first match wins. An
     /// [`ExpireAfter::DoNotCache`] for `*` after the others turns them into an allow-list.
+    ///
+    /// ```
+    /// # fn main() -> dynacache::Result<()> {
+    /// use std::time::Duration;
+    /// use dynacache::http::{ExpireAfter, HttpCache};
+    ///
+    /// // Cache the API for five minutes, and nothing else.
+    /// let builder = HttpCache::builder()
+    ///     .url_expire_after("api.example.com/v1/*", Duration::from_secs(300))?
+    ///     .url_expire_after("*", ExpireAfter::DoNotCache)?;
+    /// assert!(HttpCache::builder().url_expire_after("[", ExpireAfter::Never).is_err());
+    /// # Ok(()) }
+    /// ```
     pub fn url_expire_after(
         mut self,
         pattern: &str,
@@ -144,6 +178,16 @@ impl HttpCacheBuilder {
 
     /// Honour `Cache-Control`, `Expires` and `ETag`/`Last-Modified` freshness of responses
     /// (default true). Request `Cache-Control` is always honoured.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use dynacache::http::{ExpireAfter, HttpCache};
+    ///
+    /// // Keep every response an hour, whatever the origin says.
+    /// let builder = HttpCache::builder()
+    ///     .cache_control(false)
+    ///     .expire_after(ExpireAfter::After(Duration::from_secs(3600)));
+    /// ```
     pub fn cache_control(mut self, honour: bool) -> Self {
         self.settings.cache_control = honour;
         self
@@ -154,6 +198,12 @@ impl HttpCacheBuilder {
     /// `proxy-revalidate` apply; responses setting cookies are not stored; and the defaults of
     /// `expire_after` and `allowed_codes` become what the RFC allows. Default false (a private
     /// cache).
+    ///
+    /// ```
+    /// use dynacache::http::HttpCache;
+    /// // A cache in front of an API for many users, such as a proxy's.
+    /// let builder = HttpCache::builder().shared(true);
+    /// ```
     pub fn shared(mut self, shared: bool) -> Self {
         self.settings.shared = shared;
         self
@@ -162,6 +212,10 @@ impl HttpCacheBuilder {
     /// Status codes that may be stored. This narrows what RFC 9111 allows (a status with
     /// explicit freshness or `public`, or a heuristically cacheable one such as 200, 301 or
     /// 404), never widens it. Default `[200]` in a private cache, no restriction in a shared one.
+    ///
+    /// ```
+    /// let builder = dynacache::http::HttpCache::builder().allowed_codes([200, 203, 301, 404]);
+    /// ```
     pub fn allowed_codes(mut self, codes: impl IntoIterator<Item = u16>) -> Self {
         self.settings.allowed_codes = Some(codes.into_iter().collect());
         self
@@ -169,12 +223,25 @@ impl HttpCacheBuilder {
 
     /// Methods that are cached (default GET and HEAD). Add POST to cache POST requests, whose
     /// body is then part of the key.
+    ///
+    /// ```
+    /// use http::Method;
+    /// let builder = dynacache::http::HttpCache::builder()
+    ///     .allowed_methods([Method::GET, Method::HEAD, Method::POST]);
+    /// ```
     pub fn allowed_methods(mut self, methods: impl IntoIterator<Item = Method>) -> Self {
         self.settings.allowed_methods = methods.into_iter().collect();
         self
     }
 
     /// Request headers that are part of the key (default none; `Vary` is always honoured).
+    ///
+    /// ```
+    /// use dynacache::http::{HttpCache, MatchHeaders};
+    /// // One stored response per language, even when the origin forgets `Vary`.
+    /// let builder = HttpCache::builder()
+    ///     .match_headers(MatchHeaders::Only(vec![http::header::ACCEPT_LANGUAGE]));
+    /// ```
     pub fn match_headers(mut self, match_headers: MatchHeaders) -> Self {
         self.settings.match_headers = match_headers;
         self
@@ -200,6 +267,14 @@ impl HttpCacheBuilder {
     }
 
     /// A predicate deciding whether a response may be stored (and, when read back, served).
+    ///
+    /// ```
+    /// // Store JSON responses only.
+    /// let builder = dynacache::http::HttpCache::builder().filter_fn(|response| {
+    ///     let content_type = response.headers.get(http::header::CONTENT_TYPE);
+    ///     content_type.is_some_and(|t| t.as_bytes().starts_with(b"application/json"))
+    /// });
+    /// ```
     pub fn filter_fn(
         mut self,
         f: impl Fn(&http::response::Parts) -> bool + Send + Sync + 'static,
@@ -224,6 +299,10 @@ impl HttpCacheBuilder {
 
     /// Revalidate every cached response with the origin before serving it, except fresh
     /// `immutable` ones (default false).
+    ///
+    /// ```
+    /// let builder = dynacache::http::HttpCache::builder().always_revalidate(true);
+    /// ```
     pub fn always_revalidate(mut self, always: bool) -> Self {
         self.settings.always_revalidate = always;
         self
@@ -233,6 +312,14 @@ impl HttpCacheBuilder {
     /// 504) while revalidating it, for responses without their own `stale-if-error` (default
     /// off). Never against `must-revalidate`, `no-cache`, or in a shared cache
     /// `proxy-revalidate` and `s-maxage`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use dynacache::http::{HttpCache, StaleWindow};
+    /// // Up to a day past expiry while the origin is down.
+    /// let builder = HttpCache::builder()
+    ///     .stale_if_error(StaleWindow::Max(Duration::from_secs(86_400)));
+    /// ```
     pub fn stale_if_error(mut self, window: StaleWindow) -> Self {
         self.settings.stale_if_error = window;
         self
@@ -242,6 +329,13 @@ impl HttpCacheBuilder {
     /// many requests arrive meanwhile, for responses without their own
     /// `stale-while-revalidate` (default off). Never against `must-revalidate`, `no-cache`, or
     /// in a shared cache `proxy-revalidate` and `s-maxage`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use dynacache::http::{HttpCache, StaleWindow};
+    /// let builder =
+    ///     HttpCache::builder().stale_while_revalidate(StaleWindow::Max(Duration::from_secs(60)));
+    /// ```
     pub fn stale_while_revalidate(mut self, window: StaleWindow) -> Self {
         self.settings.stale_while_revalidate = window;
         self
@@ -249,18 +343,41 @@ impl HttpCacheBuilder {
 
     /// Answer from the cache only, as if every request said `Cache-Control: only-if-cached`:
     /// `504 Gateway Timeout` when nothing usable (fresh, or stale where allowed) is stored.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use dynacache::Table;
+    /// use dynacache::http::{CachedClient, HttpCache};
+    ///
+    /// let table = Table::builder().open().await?;
+    /// let cache = HttpCache::builder().only_if_cached(true).build(table)?;
+    /// let client = CachedClient::new(reqwest::Client::new(), cache);
+    /// // Nothing is stored, and the origin is never asked.
+    /// let response = client.get("https://example.com/").send().await?;
+    /// assert_eq!(response.status(), 504);
+    /// # Ok(()) }
+    /// ```
     pub fn only_if_cached(mut self, only: bool) -> Self {
         self.settings.only_if_cached = only;
         self
     }
 
     /// Read from the cache but never write to it.
+    ///
+    /// ```
+    /// let builder = dynacache::http::HttpCache::builder().read_only(true);
+    /// ```
     pub fn read_only(mut self, read_only: bool) -> Self {
         self.settings.read_only = read_only;
         self
     }
 
     /// Bodies larger than this are passed through without being cached (default 64 MiB).
+    ///
+    /// ```
+    /// let builder = dynacache::http::HttpCache::builder().max_body_size(1024 * 1024);
+    /// ```
     pub fn max_body_size(mut self, bytes: usize) -> Self {
         self.settings.max_body_size = bytes;
         self
@@ -280,14 +397,56 @@ impl HttpCacheBuilder {
         self
     }
 
+    /// The longest a request waits for the cache to find its stored response (default 1 s);
+    /// past it, the request goes to the origin as on a miss. With the table's own timeouts and
+    /// circuit breaker, this bounds what an unwell table can add to a request.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let builder = dynacache::http::HttpCache::builder().lookup_timeout(Duration::from_millis(200));
+    /// ```
+    pub fn lookup_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.lookup_timeout = timeout;
+        self
+    }
+
+    /// The longest a request waits for the cache's writes for it (storing the response,
+    /// updating it after a 304, invalidating; default 250 ms). Writes that take longer go on in
+    /// the background, so a miss is never slower than the origin plus this. [`HttpCache::flush`]
+    /// waits for them.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let builder = dynacache::http::HttpCache::builder().write_wait(Duration::ZERO); // never wait
+    /// ```
+    pub fn write_wait(mut self, wait: Duration) -> Self {
+        self.settings.write_wait = wait;
+        self
+    }
+
     /// How long after expiry DynamoDB's TTL may delete a response (default: one day, or the
     /// stale windows when longer), so that revalidation and stale serving still find it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let builder = dynacache::http::HttpCache::builder().ttl_grace(Duration::from_secs(3600));
+    /// ```
     pub fn ttl_grace(mut self, grace: Duration) -> Self {
         self.ttl_grace = Some(grace);
         self
     }
 
     /// The clock freshness is measured against.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use dynacache::ManualClock;
+    ///
+    /// // Tests of expiry move time forward without sleeping.
+    /// let clock = ManualClock::new();
+    /// let builder = dynacache::http::HttpCache::builder().clock(clock.clone());
+    /// clock.advance(Duration::from_secs(600));
+    /// ```
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Some(Arc::new(clock));
         self
@@ -295,6 +454,14 @@ impl HttpCacheBuilder {
 
     /// The client background refreshes (`stale_while_revalidate`) use when the cache runs as a
     /// middleware (a [`CachedClient`](super::CachedClient) uses its own).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use dynacache::http::{HttpCache, StaleWindow};
+    /// let builder = HttpCache::builder()
+    ///     .stale_while_revalidate(StaleWindow::Max(Duration::from_secs(60)))
+    ///     .refresh_client(reqwest::Client::new());
+    /// ```
     pub fn refresh_client(mut self, client: reqwest::Client) -> Self {
         self.refresher = Some(client);
         self
@@ -304,12 +471,36 @@ impl HttpCacheBuilder {
     /// verifies; others are misses (logged and counted, never served). The first key signs;
     /// every key verifies, so keys can be rotated: put the new key first, keep the old one
     /// until the responses it signed have expired.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+    /// use dynacache::{Table, http::HttpCache};
+    ///
+    /// let table = Table::builder().open().await?;
+    /// // Rotating: the new key signs, both verify.
+    /// HttpCache::builder()
+    ///     .secret_keys(["key of June", "key of May"])
+    ///     .build(table.clone())?;
+    /// assert!(HttpCache::builder().secret_keys([""]).build(table).is_err()); // empty key
+    /// # Ok(()) }
+    /// ```
     pub fn secret_keys<K: AsRef<[u8]>>(mut self, keys: impl IntoIterator<Item = K>) -> Self {
         self.secret_keys = keys.into_iter().map(|k| k.as_ref().to_vec()).collect();
         self
     }
 
-    /// Builds the cache on a table.
+    /// Builds the cache on a table. Fails on an invalid namespace or an empty secret key.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+    /// use dynacache::{Table, http::HttpCache};
+    ///
+    /// let table = Table::builder().open().await?;
+    /// let cache = HttpCache::builder().build(table.clone())?;
+    /// assert_eq!(cache.response_count().await?, 0);
+    /// assert!(HttpCache::builder().namespace("not valid!").build(table).is_err());
+    /// # Ok(()) }
+    /// ```
     pub fn build(self, table: Table) -> Result<HttpCache> {
         if self.secret_keys.iter().any(Vec::is_empty) {
             return Err(crate::Error::config("a secret key must not be empty"));
@@ -344,6 +535,9 @@ impl HttpCacheBuilder {
                 counters: Counters::default(),
                 coalescer: Coalescer::default(),
                 refreshing: std::sync::Mutex::new(std::collections::HashSet::new()),
+                writes: Arc::new(tokio::sync::Semaphore::new(
+                    super::engine::MAX_BACKGROUND_WRITES,
+                )),
                 secret_keys: self.secret_keys,
                 refresh: self.refresher.map(super::front::reqwest::refresher),
             }),

@@ -75,35 +75,115 @@ impl StoredResponse {
     }
 }
 
-/// The bytes a signature covers: everything served from the item except the expiry (which
-/// maintenance calls update without reading the body).
-pub(crate) fn signing_input(doc: &StoredResponse) -> Vec<u8> {
-    let mut out = Vec::with_capacity(doc.body.len() + 512);
+/// What a signature covers. Every item the cache follows is signed together with the key it
+/// is stored under, so an item copied under another key fails verification.
+pub(crate) enum Signed<'a> {
+    /// A response: everything served from it except the expiry (which maintenance updates
+    /// without reading the body), and its body through the digest of the stored payload, so the
+    /// signature can be checked from the head item alone, before any chunk is read.
+    Response {
+        doc: &'a StoredResponse,
+        digest: &'a PayloadDigest,
+    },
+    /// A redirect alias: where it leads.
+    Alias { target: &'a str, url: &'a str },
+    /// A `Vary` index: the headers and the generation that name its variants.
+    Index { index: &'a VaryIndex },
+}
+
+/// The digest of a stored body: how it is stored, and the SHA-256 of the stored bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PayloadDigest {
+    pub(crate) format: String,
+    pub(crate) sum: Vec<u8>,
+}
+
+impl PayloadDigest {
+    /// The digest of a response as it is written: its readable body, or its payload.
+    pub(crate) fn of_written(attrs: &Item, payload: Option<&crate::store::Payload>) -> Self {
+        match (get_s(attrs, BODY), payload) {
+            (Some(text), _) => PayloadDigest {
+                format: "text".into(),
+                sum: codec::checksum(text.as_bytes()),
+            },
+            (None, Some(p)) => PayloadDigest {
+                format: p.format.clone(),
+                sum: codec::checksum(&p.data),
+            },
+            (None, None) => PayloadDigest {
+                format: String::new(),
+                sum: codec::checksum(b""),
+            },
+        }
+    }
+
+    /// The digest of a stored response as read: from its readable body, its inline payload,
+    /// or, for a payload in chunks, the checksum its head records (the chunks are checked
+    /// against it when they are read).
+    pub(crate) fn of_stored(entry: &crate::store::Entry) -> Self {
+        if let Some(chunks) = &entry.chunks
+            && let (Some(format), Some(sum)) = (
+                get_s(chunks, item::FORMAT),
+                item::get_b(chunks, item::CHECKSUM),
+            )
+        {
+            return PayloadDigest {
+                format: format.to_owned(),
+                sum: sum.to_vec(),
+            };
+        }
+        PayloadDigest::of_written(&entry.item, entry.payload.as_ref())
+    }
+}
+
+/// The bytes a signature covers (see [`Signed`]).
+pub(crate) fn signing_input(key: &str, signed: Signed<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1024);
     let mut part = |bytes: &[u8]| {
         out.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
         out.extend_from_slice(bytes);
     };
-    part(b"dynacache-http-signature-v2");
-    part(doc.status.as_str().as_bytes());
-    part(doc.method.as_bytes());
-    part(doc.url.as_bytes());
-    part(&doc.received_ms.to_be_bytes());
-    part(&doc.initial_age_ms.to_be_bytes());
-    for headers in [&doc.headers, &doc.request_headers] {
-        let mut pairs: Vec<(&str, &[u8])> = headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_bytes()))
-            .collect();
-        // By name only: the order of a field's lines is part of its meaning (the first
-        // stale-while-revalidate wins, for one), and the stored lists keep it.
-        pairs.sort_by(|a, b| a.0.cmp(b.0));
-        part(&(pairs.len() as u64).to_be_bytes());
-        for (n, v) in pairs {
-            part(n.as_bytes());
-            part(v);
+    part(b"dynacache-http-signature-v3");
+    part(key.as_bytes());
+    match signed {
+        Signed::Response { doc, digest } => {
+            part(KIND_RESPONSE.as_bytes());
+            part(doc.status.as_str().as_bytes());
+            part(doc.method.as_bytes());
+            part(doc.url.as_bytes());
+            part(&doc.received_ms.to_be_bytes());
+            part(&doc.initial_age_ms.to_be_bytes());
+            for headers in [&doc.headers, &doc.request_headers] {
+                let mut pairs: Vec<(&str, &[u8])> = headers
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_bytes()))
+                    .collect();
+                // By name only: the order of a field's lines is part of its meaning (the first
+                // stale-while-revalidate wins, for one), and the stored lists keep it.
+                pairs.sort_by(|a, b| a.0.cmp(b.0));
+                part(&(pairs.len() as u64).to_be_bytes());
+                for (n, v) in pairs {
+                    part(n.as_bytes());
+                    part(v);
+                }
+            }
+            part(digest.format.as_bytes());
+            part(&digest.sum);
+        }
+        Signed::Alias { target, url } => {
+            part(KIND_REDIRECT.as_bytes());
+            part(target.as_bytes());
+            part(url.as_bytes());
+        }
+        Signed::Index { index } => {
+            part(KIND_VARY.as_bytes());
+            part(index.generation.as_bytes());
+            part(&(index.names.len() as u64).to_be_bytes());
+            for name in &index.names {
+                part(name.as_bytes());
+            }
         }
     }
-    part(&doc.body);
     out
 }
 
@@ -405,6 +485,11 @@ pub(crate) fn body_size(item: &Item) -> Option<u64> {
 /// Whether an item is a stored response (not an index or an alias).
 pub(crate) fn is_response(item: &Item) -> bool {
     get_s(item, KIND) == Some(KIND_RESPONSE)
+}
+
+/// The URL a redirect alias item was written for.
+pub(crate) fn redirect_url(item: &Item) -> &str {
+    get_s(item, URL).unwrap_or_default()
 }
 
 pub(crate) fn redirect_target(item: &Item) -> Option<String> {

@@ -39,6 +39,9 @@ pub(crate) type Refresh = Arc<
         + Sync,
 >;
 
+/// Storage writes that may go on in the background at once, per cache.
+pub(crate) const MAX_BACKGROUND_WRITES: usize = 256;
+
 /// The URL a response finally came from (after redirects), when the front-end knows it: a
 /// response extension.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +73,8 @@ pub(crate) struct Inner {
     pub(super) counters: Counters,
     pub(super) coalescer: Coalescer<Shared>,
     pub(super) refreshing: Mutex<HashSet<String>>,
+    /// Storage writes under way in the background (permits taken).
+    pub(super) writes: Arc<tokio::sync::Semaphore>,
     pub(super) secret_keys: Vec<Vec<u8>>,
     /// Background refreshes for front-ends that cannot make their own (the middleware).
     pub(super) refresh: Option<Refresh>,
@@ -130,26 +135,78 @@ impl Incoming {
 
 impl HttpCache {
     /// Starts building an HTTP cache.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+    /// use dynacache::{Table, http::HttpCache};
+    ///
+    /// let cache = HttpCache::builder()
+    ///     .shared(true)
+    ///     .build(Table::builder().open().await?)?;
+    /// assert_eq!(cache.response_count().await?, 0);
+    /// # Ok(()) }
+    /// ```
     pub fn builder() -> super::HttpCacheBuilder {
         super::HttpCacheBuilder::default()
     }
 
     /// The table responses are stored in.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+    /// use dynacache::{Table, http::HttpCache};
+    ///
+    /// let cache = HttpCache::builder().build(Table::builder().name("http_cache").open().await?)?;
+    /// assert_eq!(cache.table().name(), "http_cache");
+    /// # Ok(()) }
+    /// ```
     pub fn table(&self) -> &Table {
         self.inner.store.table()
     }
 
     /// The namespace of this cache's items.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+    /// use dynacache::{Table, http::HttpCache};
+    ///
+    /// let table = Table::builder().open().await?;
+    /// assert_eq!(HttpCache::builder().build(table.clone())?.namespace(), "http");
+    /// let api = HttpCache::builder().namespace("api").build(table)?;
+    /// assert_eq!(api.namespace(), "api");
+    /// # Ok(()) }
+    /// ```
     pub fn namespace(&self) -> &str {
         self.inner.store.namespace()
     }
 
     /// Turns caching on or off at run time (requests then go straight to the origin).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+    /// use dynacache::{Table, http::HttpCache};
+    ///
+    /// let cache = HttpCache::builder().build(Table::builder().open().await?)?;
+    /// cache.set_enabled(false); // every clone of `cache` now bypasses the cache
+    /// cache.set_enabled(true);
+    /// # Ok(()) }
+    /// ```
     pub fn set_enabled(&self, enabled: bool) {
         self.inner.enabled.store(enabled, Ordering::Relaxed);
     }
 
     /// What the cache has done so far.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+    /// use dynacache::{Table, http::{CacheStats, HttpCache}};
+    ///
+    /// let cache = HttpCache::builder().build(Table::builder().open().await?)?;
+    /// let stats = cache.stats();
+    /// println!("{} hits, {} misses", stats.hits, stats.misses);
+    /// assert_eq!(stats, CacheStats::default()); // nothing done yet
+    /// # Ok(()) }
+    /// ```
     pub fn stats(&self) -> CacheStats {
         self.inner.counters.snapshot()
     }
@@ -160,7 +217,56 @@ impl HttpCache {
 
     pub(super) fn storage_error(&self, what: &str, e: &crate::Error) {
         bump(&self.inner.counters.storage_errors);
-        tracing::warn!(error = %e, "dynacache: {what} failed; going on without the cache");
+        if e.is_unavailable() {
+            // The table's breaker is open: it logged that once, and counts what it refuses.
+            tracing::debug!(error = %e, "dynacache: {what} skipped; the table is unavailable");
+        } else {
+            tracing::warn!(error = %e, "dynacache: {what} failed; going on without the cache");
+        }
+    }
+
+    /// Runs a storage write off the response path: the request waits for it up to
+    /// `write_wait`, then it goes on in the background (at most [`MAX_BACKGROUND_WRITES`] at
+    /// once; past that it is dropped and counted). Failures are logged and counted.
+    pub(super) async fn write_behind<F>(&self, what: &'static str, write: F)
+    where
+        F: Future<Output = crate::Result<()>> + Send + 'static,
+    {
+        let Ok(permit) = self.inner.writes.clone().try_acquire_owned() else {
+            bump(&self.inner.counters.writes_dropped);
+            tracing::debug!("dynacache: {what} dropped; too many writes under way");
+            return;
+        };
+        let cache = self.clone();
+        let task = tokio::spawn(async move {
+            if let Err(e) = write.await {
+                cache.storage_error(what, &e);
+            }
+            drop(permit);
+        });
+        let _ = tokio::time::timeout(self.inner.settings.write_wait, task).await;
+    }
+
+    /// Waits until every write under way in the background has landed (or failed): for tests,
+    /// and before a process exits.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+    /// use dynacache::{Table, http::HttpCache};
+    ///
+    /// let cache = HttpCache::builder().build(Table::builder().open().await?)?;
+    /// cache.flush().await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn flush(&self) {
+        if let Ok(all) = self
+            .inner
+            .writes
+            .acquire_many(MAX_BACKGROUND_WRITES as u32)
+            .await
+        {
+            drop(all);
+        }
     }
 
     /// How the middleware refreshes in the background, when the builder was given a client.
@@ -254,18 +360,21 @@ impl HttpCache {
         let only_if_cached =
             opts.only_if_cached || settings.only_if_cached || incoming.directives.only_if_cached;
         let looked_up_at = Instant::now();
-        // A range of a body stored in chunks needs only some of them: read those later.
-        let defer_body = incoming.parts.method == Method::GET
-            && incoming.parts.headers.contains_key(http::header::RANGE);
+        // The lookup reads heads only (bounded by `lookup_timeout`); a body in chunks is read
+        // when it is served, only the chunks a range needs.
+        let defer_body = true;
         let mut lookup = if opts.force_refresh {
             Lookup::empty(base)
         } else {
-            match self
-                .lookup(&base, &incoming.parts.headers, defer_body)
-                .await
-            {
-                Ok(lookup) => lookup,
-                Err(e) => {
+            let lookup = self.lookup(&base, &incoming.parts.headers, defer_body);
+            match tokio::time::timeout(settings.lookup_timeout, lookup).await {
+                Ok(Ok(lookup)) => lookup,
+                Ok(Err(e)) => {
+                    self.storage_error("reading the cache", &e);
+                    Lookup::empty(base)
+                }
+                Err(_) => {
+                    let e = crate::Error::Timeout("the cache lookup took too long".into());
                     self.storage_error("reading the cache", &e);
                     Lookup::empty(base)
                 }
@@ -424,6 +533,7 @@ impl HttpCache {
                 key: shared.key.clone(),
                 doc: shared.doc.clone(),
                 written: shared.doc.received_ms,
+                digest: None,
                 chunks: None,
                 deferred: None,
                 part: None,

@@ -5,6 +5,21 @@ use std::time::SystemTime;
 
 /// What the cache did for a response. Every response that goes through the cache carries one in
 /// its extensions; read it with [`CacheFactsExt::cache_facts`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use dynacache::Table;
+/// use dynacache::http::{CacheFactsExt, CachedClient, HttpCache};
+///
+/// let cache = HttpCache::builder().build(Table::builder().open().await?)?;
+/// let client = CachedClient::new(reqwest::Client::new(), cache);
+/// let response = client.get("https://example.com/").only_if_cached().send().await?;
+/// let facts = response.cache_facts();
+/// println!("key: {:?}, expires: {:?}", facts.cache_key, facts.expires);
+/// assert!(!facts.from_cache); // a 504: nothing is stored yet
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CacheFacts {
@@ -67,6 +82,18 @@ impl<B> CacheFactsExt for http::Response<B> {
 }
 
 /// Counters of what the cache did, since it was built.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+/// use dynacache::{Table, http::HttpCache};
+///
+/// let cache = HttpCache::builder().build(Table::builder().open().await?)?;
+/// let stats = cache.stats();
+/// let served = stats.hits + stats.stale_served + stats.revalidated;
+/// let hit_ratio = served as f64 / (served + stats.misses).max(1) as f64;
+/// assert_eq!(hit_ratio, 0.0);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CacheStats {
@@ -86,8 +113,11 @@ pub struct CacheStats {
     /// Stored responses removed because a request with an unsafe method (POST, PUT, DELETE,
     /// ...) changed their resource.
     pub invalidated: u64,
-    /// Storage failures (the request went on without the cache).
+    /// Storage failures (the request went on without the cache), refusals of an open circuit
+    /// breaker included.
     pub storage_errors: u64,
+    /// Storage writes dropped because too many were already under way in the background.
+    pub writes_dropped: u64,
     /// Stored responses that failed signature verification (not served).
     pub verification_failures: u64,
 }
@@ -102,6 +132,7 @@ pub(crate) struct Counters {
     pub(crate) coalesced: AtomicU64,
     pub(crate) invalidated: AtomicU64,
     pub(crate) storage_errors: AtomicU64,
+    pub(crate) writes_dropped: AtomicU64,
     pub(crate) verification_failures: AtomicU64,
 }
 
@@ -117,6 +148,7 @@ impl Counters {
             coalesced: l(&self.coalesced),
             invalidated: l(&self.invalidated),
             storage_errors: l(&self.storage_errors),
+            writes_dropped: l(&self.writes_dropped),
             verification_failures: l(&self.verification_failures),
         }
     }

@@ -14,6 +14,18 @@ use crate::error::Result;
 use crate::table::item::{self, Item, get_i64, get_s};
 
 /// A stored response in full, as read by [`HttpCache::stored_response`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+/// use dynacache::{Table, http::HttpCache};
+///
+/// let cache = HttpCache::builder().build(Table::builder().open().await?)?;
+/// let key = cache.key_for_url("https://example.com/a").unwrap();
+/// if let Some(stored) = cache.stored_response(&key).await? {
+///     println!("{} {}: {:?}", stored.entry.status, stored.entry.url, stored.headers);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct StoredResponse {
@@ -28,6 +40,21 @@ pub struct StoredResponse {
 }
 
 /// A stored response's metadata (no body), as listed by [`HttpCache::entries`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+/// use futures::TryStreamExt;
+/// use dynacache::{Table, http::{CachedEntry, HttpCache}};
+///
+/// let cache = HttpCache::builder().build(Table::builder().open().await?)?;
+/// let expired: Vec<CachedEntry> = cache
+///     .entries()
+///     .try_filter(|entry| std::future::ready(entry.is_expired))
+///     .try_collect()
+///     .await?;
+/// assert!(expired.is_empty());
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CachedEntry {
@@ -89,6 +116,22 @@ impl HttpCache {
     }
 
     /// Every stored response (expired ones included), as a stream read page by page.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+    /// use futures::TryStreamExt;
+    /// use dynacache::{Table, http::HttpCache};
+    ///
+    /// let cache = HttpCache::builder().build(Table::builder().open().await?)?;
+    /// let mut entries = cache.entries();
+    /// let mut total = 0;
+    /// while let Some(entry) = entries.try_next().await? {
+    ///     println!("{} {} {} ({} bytes)", entry.status, entry.method, entry.url, entry.size);
+    ///     total += entry.size;
+    /// }
+    /// assert_eq!(total, 0); // nothing stored yet
+    /// # Ok(()) }
+    /// ```
     pub fn entries(&self) -> BoxStream<'static, Result<CachedEntry>> {
         let store = self.inner.store.clone();
         self.inner
@@ -142,6 +185,20 @@ impl HttpCache {
     /// The stored response under a key (expired or not; following a redirect alias, and for a
     /// `Vary` index, the variant of a request with no headers). `None` when nothing usable is
     /// stored.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+    /// use dynacache::{Table, http::HttpCache};
+    ///
+    /// let cache = HttpCache::builder().build(Table::builder().open().await?)?;
+    /// let key = cache.key_for_url("https://example.com/a").unwrap();
+    /// match cache.stored_response(&key).await? {
+    ///     Some(stored) => println!("{} {:?}", stored.entry.status, stored.body),
+    ///     None => println!("not stored"),
+    /// }
+    /// assert!(cache.stored_response(&key).await?.is_none());
+    /// # Ok(()) }
+    /// ```
     pub async fn stored_response(&self, key: &str) -> Result<Option<StoredResponse>> {
         let Some(found) = self
             .lookup(key, &http::HeaderMap::new(), false)
@@ -185,11 +242,29 @@ impl HttpCache {
     }
 
     /// Every cache key.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+    /// use dynacache::{Table, http::HttpCache};
+    ///
+    /// let cache = HttpCache::builder().build(Table::builder().open().await?)?;
+    /// assert!(cache.keys().await?.is_empty());
+    /// # Ok(()) }
+    /// ```
     pub async fn keys(&self) -> Result<Vec<String>> {
         self.entries().map_ok(|e| e.key).try_collect().await
     }
 
     /// The distinct URLs of stored responses, sorted.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+    /// use dynacache::{Table, http::HttpCache};
+    ///
+    /// let cache = HttpCache::builder().build(Table::builder().open().await?)?;
+    /// assert_eq!(cache.urls().await?, Vec::<String>::new());
+    /// # Ok(()) }
+    /// ```
     pub async fn urls(&self) -> Result<Vec<String>> {
         let mut urls: Vec<String> = self.entries().map_ok(|e| e.url).try_collect().await?;
         urls.sort();
@@ -198,6 +273,15 @@ impl HttpCache {
     }
 
     /// The exact number of stored responses (expired ones included), counted to the last page.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+    /// use dynacache::{Table, http::HttpCache};
+    ///
+    /// let cache = HttpCache::builder().build(Table::builder().open().await?)?;
+    /// assert_eq!(cache.response_count().await?, 0);
+    /// # Ok(()) }
+    /// ```
     pub async fn response_count(&self) -> Result<u64> {
         let only_responses = crate::table::Expr::new("#kind = :response")
             .name("#kind", document::KIND)
@@ -207,12 +291,32 @@ impl HttpCache {
 
     /// Whether a response is stored under this key: a response, a redirect alias leading to
     /// one, or a `Vary` index naming at least one variant.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+    /// use dynacache::{Table, http::HttpCache};
+    ///
+    /// let cache = HttpCache::builder().build(Table::builder().open().await?)?;
+    /// let key = cache.key_for_url("https://example.com/a").unwrap();
+    /// assert!(!cache.contains_key(&key).await?);
+    /// # Ok(()) }
+    /// ```
     pub async fn contains_key(&self, key: &str) -> Result<bool> {
         let lookup = self.lookup(key, &http::HeaderMap::new(), true).await?;
         Ok(lookup.found.is_some() || lookup.index.is_some_and(|index| !index.variants.is_empty()))
     }
 
     /// Whether a response to `GET url` is stored.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+    /// use dynacache::{Table, http::HttpCache};
+    ///
+    /// let cache = HttpCache::builder().build(Table::builder().open().await?)?;
+    /// assert!(!cache.contains_url("https://example.com/a").await?);
+    /// assert!(!cache.contains_url("not a URL").await?); // never an error
+    /// # Ok(()) }
+    /// ```
     pub async fn contains_url(&self, url: &str) -> Result<bool> {
         match self.key_for_url(url) {
             Some(key) => self.contains_key(&key).await,
@@ -221,6 +325,16 @@ impl HttpCache {
     }
 
     /// Whether a response to this request is stored.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+    /// use dynacache::{Table, http::HttpCache};
+    ///
+    /// let cache = HttpCache::builder().build(Table::builder().open().await?)?;
+    /// let request = http::Request::get("https://example.com/a").body(Vec::new()).unwrap();
+    /// assert!(!cache.contains_request(&request).await?);
+    /// # Ok(()) }
+    /// ```
     pub async fn contains_request<B: AsRef<[u8]>>(
         &self,
         request: &http::Request<B>,
@@ -233,6 +347,16 @@ impl HttpCache {
 
     /// Deletes responses by key. A key whose item is a `Vary` index (a response stored in
     /// variants) takes every variant with it. Returns how many responses were there.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+    /// use dynacache::{Table, http::HttpCache};
+    ///
+    /// let cache = HttpCache::builder().build(Table::builder().open().await?)?;
+    /// let key = cache.key_for_url("https://example.com/a").unwrap();
+    /// assert_eq!(cache.delete_keys([key]).await?, 0); // nothing was stored under it
+    /// # Ok(()) }
+    /// ```
     pub async fn delete_keys<S: AsRef<str>>(
         &self,
         keys: impl IntoIterator<Item = S>,
@@ -241,7 +365,18 @@ impl HttpCache {
             .await
     }
 
-    /// Deletes the responses to `GET url` for each URL.
+    /// Deletes the responses to `GET url` for each URL. Returns how many responses were there.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+    /// use dynacache::{Table, http::HttpCache};
+    ///
+    /// let cache = HttpCache::builder().build(Table::builder().open().await?)?;
+    /// // A URL that does not parse has no key: it is skipped.
+    /// let deleted = cache.delete_urls(["https://example.com/a", "not a URL"]).await?;
+    /// assert_eq!(deleted, 0);
+    /// # Ok(()) }
+    /// ```
     pub async fn delete_urls<S: AsRef<str>>(
         &self,
         urls: impl IntoIterator<Item = S>,
@@ -253,7 +388,18 @@ impl HttpCache {
         self.delete_keys(keys).await
     }
 
-    /// Deletes the responses to these requests.
+    /// Deletes the responses to these requests. Returns how many responses were there.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+    /// use dynacache::{Table, http::HttpCache};
+    ///
+    /// let cache = HttpCache::builder().build(Table::builder().open().await?)?;
+    /// let a = http::Request::get("https://example.com/a").body(Vec::new()).unwrap();
+    /// let b = http::Request::get("https://example.com/b").body(Vec::new()).unwrap();
+    /// assert_eq!(cache.delete_requests([&a, &b]).await?, 0);
+    /// # Ok(()) }
+    /// ```
     pub async fn delete_requests<'a, B: AsRef<[u8]> + 'a>(
         &self,
         requests: impl IntoIterator<Item = &'a http::Request<B>>,
@@ -266,6 +412,15 @@ impl HttpCache {
     }
 
     /// Deletes every expired response. Returns how many.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+    /// use dynacache::{Table, http::HttpCache};
+    ///
+    /// let cache = HttpCache::builder().build(Table::builder().open().await?)?;
+    /// assert_eq!(cache.delete_expired().await?, 0);
+    /// # Ok(()) }
+    /// ```
     pub async fn delete_expired(&self) -> Result<u64> {
         let keys: Vec<String> = self
             .entries()
@@ -277,6 +432,17 @@ impl HttpCache {
     }
 
     /// Deletes responses fetched longer ago than `age`. Returns how many.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+    /// use std::time::Duration;
+    /// use dynacache::{Table, http::HttpCache};
+    ///
+    /// let cache = HttpCache::builder().build(Table::builder().open().await?)?;
+    /// let week = Duration::from_secs(7 * 86_400);
+    /// assert_eq!(cache.delete_older_than(week).await?, 0);
+    /// # Ok(()) }
+    /// ```
     pub async fn delete_older_than(&self, age: Duration) -> Result<u64> {
         let cutoff = millis_to_system_time(self.inner.store.now()) - age;
         let keys: Vec<String> = self
@@ -290,6 +456,17 @@ impl HttpCache {
 
     /// Sets a new expiry, counted from now, on every stored response (an UpdateItem each; the
     /// bodies are not rewritten). Returns how many were updated.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+    /// use std::time::Duration;
+    /// use dynacache::{Table, http::{ExpireAfter, HttpCache}};
+    ///
+    /// let cache = HttpCache::builder().build(Table::builder().open().await?)?;
+    /// let hour = ExpireAfter::After(Duration::from_secs(3600));
+    /// assert_eq!(cache.reset_expiration(hour).await?, 0);
+    /// # Ok(()) }
+    /// ```
     pub async fn reset_expiration(&self, expire_after: ExpireAfter) -> Result<u64> {
         let store = &self.inner.store;
         let expires = expire_after
@@ -308,6 +485,20 @@ impl HttpCache {
     }
 
     /// Deletes every item of this cache. Returns how many items were deleted.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+    /// use dynacache::{Cache, Table, http::HttpCache};
+    ///
+    /// let table = Table::builder().open().await?;
+    /// let cache = HttpCache::builder().build(table.clone())?;
+    /// let kv = Cache::new(table)?;
+    /// kv.set("answer", &42).await?;
+    /// // Only this cache's namespace is cleared: the key/value item in the same table stays.
+    /// assert_eq!(cache.clear().await?, 0);
+    /// assert_eq!(kv.get::<u32>("answer").await?, Some(42));
+    /// # Ok(()) }
+    /// ```
     pub async fn clear(&self) -> Result<u64> {
         self.inner.store.clear().await
     }

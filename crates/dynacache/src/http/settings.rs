@@ -87,6 +87,16 @@ impl From<Duration> for ExpireAfter {
 
 /// For how long a stale response may still be served (`stale_if_error`,
 /// `stale_while_revalidate`).
+///
+/// ```
+/// use std::time::Duration;
+/// use dynacache::http::{HttpCache, StaleWindow};
+///
+/// assert_eq!(StaleWindow::default(), StaleWindow::Off);
+/// let builder = HttpCache::builder()
+///     .stale_if_error(StaleWindow::Always)
+///     .stale_while_revalidate(StaleWindow::Max(Duration::from_secs(30)));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum StaleWindow {
@@ -114,6 +124,16 @@ impl StaleWindow {
 
 /// Which request headers are part of the cache key (besides those a response's `Vary` names,
 /// which always are).
+///
+/// ```
+/// use dynacache::http::{HttpCache, MatchHeaders};
+///
+/// assert_eq!(MatchHeaders::default(), MatchHeaders::None);
+/// let builder = HttpCache::builder().match_headers(MatchHeaders::Only(vec![
+///     http::header::ACCEPT,
+///     http::HeaderName::from_static("x-tenant"),
+/// ]));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum MatchHeaders {
@@ -162,12 +182,42 @@ impl UrlPattern {
 
 /// A predicate on responses: `false` means "do not cache this one" (and, for a response read
 /// from the cache, "delete it").
+///
+/// ```
+/// use std::sync::Arc;
+/// use dynacache::http::{FilterFn, HttpCache};
+///
+/// let only_ok: FilterFn = Arc::new(|response| response.status == http::StatusCode::OK);
+/// let (parts, _) = http::Response::new(()).into_parts();
+/// assert!(only_ok(&parts));
+/// let builder = HttpCache::builder().filter_fn(move |response| only_ok(response));
+/// ```
 pub type FilterFn = Arc<dyn Fn(&http::response::Parts) -> bool + Send + Sync>;
 
 /// A custom cache key: given the request and the key dynacache would use, returns the key to use.
+///
+/// ```
+/// use std::sync::Arc;
+/// use dynacache::http::{HttpCache, KeyFn};
+///
+/// // One key per path, whatever the query string.
+/// let by_path: KeyFn = Arc::new(|request, _key| format!("path:{}", request.uri.path()));
+/// let (parts, _) = http::Request::get("https://example.com/a?b=1").body(()).unwrap().into_parts();
+/// assert_eq!(by_path(&parts, "dynacache's key"), "path:/a");
+/// let builder = HttpCache::builder().key_fn(move |request, key| by_path(request, key));
+/// ```
 pub type KeyFn = Arc<dyn Fn(&http::request::Parts, &str) -> String + Send + Sync>;
 
 /// The default `ignored_parameters`: credentials that must never be part of a key or be stored.
+///
+/// ```
+/// use dynacache::http::{DEFAULT_IGNORED_PARAMETERS, HttpCache};
+///
+/// assert!(DEFAULT_IGNORED_PARAMETERS.contains(&"Authorization"));
+/// // The defaults plus a parameter of your own.
+/// let builder = HttpCache::builder()
+///     .ignored_parameters(DEFAULT_IGNORED_PARAMETERS.iter().copied().chain(["sig"]));
+/// ```
 pub const DEFAULT_IGNORED_PARAMETERS: &[&str] = &[
     "Authorization",
     "Proxy-Authorization",
@@ -209,6 +259,8 @@ pub(crate) struct Settings {
     pub(crate) read_only: bool,
     pub(crate) max_body_size: usize,
     pub(crate) readable_body_max: usize,
+    pub(crate) lookup_timeout: Duration,
+    pub(crate) write_wait: Duration,
 }
 
 impl fmt::Debug for Settings {
@@ -233,6 +285,8 @@ impl fmt::Debug for Settings {
             .field("read_only", &self.read_only)
             .field("max_body_size", &self.max_body_size)
             .field("readable_body_max", &self.readable_body_max)
+            .field("lookup_timeout", &self.lookup_timeout)
+            .field("write_wait", &self.write_wait)
             .finish_non_exhaustive()
     }
 }
@@ -264,6 +318,8 @@ impl Default for Settings {
             read_only: false,
             max_body_size: 64 * 1024 * 1024,
             readable_body_max: 4 * 1024,
+            lookup_timeout: Duration::from_secs(1),
+            write_wait: Duration::from_millis(250),
         }
     }
 }

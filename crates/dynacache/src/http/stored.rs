@@ -29,6 +29,8 @@ pub(crate) struct Found {
     pub(crate) chunks: Option<Item>,
     /// When the item was written: a 304 updates it only if it is still that one.
     pub(crate) written: i64,
+    /// The digest of its stored body, when signing is on (a 304's update is signed with it).
+    pub(crate) digest: Option<document::PayloadDigest>,
     /// The stored item, when its body is in chunks not read yet (a range request may need
     /// only some of them).
     pub(crate) deferred: Option<Item>,
@@ -113,23 +115,31 @@ impl HttpCache {
     }
 
     /// Finds the stored response for a request: follows a redirect alias once, then a `Vary`
-    /// index to the request's variant. Signatures are verified and `filter_fn` applied.
-    /// `defer_body`: leave a body stored in chunks unread (a range request reads what it needs
-    /// with [`ready`](HttpCache::ready)); ignored when responses are signed, as a signature
-    /// covers the whole body.
+    /// index to the request's variant. With signing on, every item followed must verify
+    /// against the key it was read from. `filter_fn` applies. `defer_body`: leave a body
+    /// stored in chunks unread ([`ready`](HttpCache::ready) reads what the request needs);
+    /// signatures are checked from the head alone, so this holds with signing on too.
     pub(crate) async fn lookup(
         &self,
         base: &str,
         headers: &HeaderMap,
         defer_body: bool,
     ) -> Result<Lookup> {
-        let defer = defer_body && self.inner.secret_keys.is_empty();
+        let defer = defer_body;
         let mut lookup = Lookup::empty(base.to_owned());
         let Some(mut entry) = self.read(base, defer).await? else {
             return Ok(lookup);
         };
         // A redirect alias (this URL was the target of a redirect another request followed).
         if let Some(target) = document::redirect_target(&entry.item) {
+            let url = document::redirect_url(&entry.item).to_owned();
+            let signed = document::Signed::Alias {
+                target: &target,
+                url: &url,
+            };
+            if !self.verified(base, &entry.item, signed) {
+                return Ok(lookup);
+            }
             match self.read(&target, defer).await? {
                 // One alias is followed, never a chain.
                 Some(e) if document::redirect_target(&e.item).is_none() => {
@@ -141,6 +151,10 @@ impl HttpCache {
         let key = match document::vary_index(&entry.item) {
             None => lookup.base.clone(),
             Some(index) => {
+                let signed = document::Signed::Index { index: &index };
+                if !self.verified(&lookup.base, &entry.item, signed) {
+                    return Ok(lookup);
+                }
                 let key = variant_key(&lookup.base, &variant_suffix(&index, headers));
                 lookup.index = Some(index);
                 match self.read(&key, defer).await? {
@@ -152,6 +166,8 @@ impl HttpCache {
         };
         let is_deferred = entry.is_deferred();
         let written = entry.written();
+        let digest = (!self.inner.secret_keys.is_empty())
+            .then(|| document::PayloadDigest::of_stored(&entry));
         let Entry {
             item,
             payload,
@@ -164,10 +180,11 @@ impl HttpCache {
             self.inner.settings.max_body_size,
             is_deferred,
         )?;
-        if !self.verify(&item, &doc) {
-            bump(&self.inner.counters.verification_failures);
-            tracing::warn!(key = %key, "dynacache: a stored response failed signature verification; not served");
-            return Ok(lookup);
+        if let Some(digest) = &digest {
+            let signed = document::Signed::Response { doc: &doc, digest };
+            if !self.verified(&key, &item, signed) {
+                return Ok(lookup);
+            }
         }
         if let Some(filter) = &self.inner.settings.filter_fn
             && !filter(&doc.response_parts())
@@ -184,6 +201,7 @@ impl HttpCache {
             doc,
             written,
             chunks,
+            digest,
             deferred: is_deferred.then_some(item),
             part: None,
         });
@@ -204,8 +222,12 @@ impl HttpCache {
                 return Ok(None);
             };
             let len = document::body_size(&item).unwrap_or(0);
+            // A part is checked against its chunks' own checksums, which a signature does not
+            // cover: with signing on, the whole body is read and checked against the signed
+            // digest.
             let raw = crate::table::item::get_s(head, crate::table::item::FORMAT)
-                == Some(crate::codec::FORMAT_RAW);
+                == Some(crate::codec::FORMAT_RAW)
+                && self.inner.secret_keys.is_empty();
             if raw
                 && let policy::RangeAnswer::Partial { start, end } = policy::evaluate_range(
                     &incoming.parts.method,
@@ -373,32 +395,33 @@ impl HttpCache {
             is_expired: doc.expires_ms.is_some_and(|e| e <= response_time),
             ..CacheFacts::default()
         };
-        let written = self
-            .write_response(&lookup.base, &key, index.as_ref(), replacing, &suffix, &doc)
-            .await;
-        let shared = match written {
-            Ok(()) => {
-                bump(&self.inner.counters.stored);
-                facts.cache_key = Some(key.clone());
-                if let Some(final_url) = &final_url
-                    && let Err(e) = self
-                        .write_redirect_alias(&lookup.base, incoming, final_url, doc.expires_ms)
-                        .await
-                {
-                    self.storage_error("storing a redirect alias", &e);
-                }
-                Some(Arc::new(Shared {
-                    key,
-                    doc,
-                    index,
-                    suffix,
-                }))
+        facts.cache_key = Some(key.clone());
+        // Waiting requests may share it: it is storable, whether or not the write lands.
+        let shared = Arc::new(Shared {
+            key: key.clone(),
+            doc: doc.clone(),
+            index: index.clone(),
+            suffix: suffix.clone(),
+        });
+        let alias = final_url
+            .as_ref()
+            .and_then(|url| Some((self.alias_key(incoming, url)?, url.clone())));
+        let cache = self.clone();
+        let base = lookup.base.clone();
+        self.write_behind("storing a response", async move {
+            cache
+                .write_response(&base, &key, index.as_ref(), replacing, &suffix, &doc)
+                .await?;
+            bump(&cache.inner.counters.stored);
+            if let Some((alias, url)) = alias {
+                cache
+                    .write_redirect_alias(&base, &alias, &url, doc.expires_ms)
+                    .await?;
             }
-            Err(e) => {
-                self.storage_error("storing a response", &e);
-                None
-            }
-        };
+            Ok(())
+        })
+        .await;
+        let shared = Some(shared);
         let mut res = Response::from_parts(rparts, CacheBody::full(body.clone()));
         res.extensions_mut().insert(facts);
         let res = super::reply::answer_fresh(res, incoming, body, response_time);
@@ -423,8 +446,15 @@ impl HttpCache {
         };
         let (mut attrs, payload) =
             document::to_attributes(doc, Some(1024), self.inner.settings.readable_body_max);
-        if let Some(signature) = self.sign(doc) {
-            attrs.insert(document::SIGNATURE.to_owned(), b(signature));
+        if !self.inner.secret_keys.is_empty() {
+            let digest = document::PayloadDigest::of_written(&attrs, payload.as_ref());
+            let signed = document::Signed::Response {
+                doc,
+                digest: &digest,
+            };
+            if let Some(signature) = self.sign(key, signed) {
+                attrs.insert(document::SIGNATURE.to_owned(), b(signature));
+            }
         }
         // The variant first: an index naming a missing variant is a miss, a variant no index
         // names is unreachable.
@@ -466,44 +496,51 @@ impl HttpCache {
             Some(seen) => document::generation_condition(seen),
             None => document::no_generation_condition(),
         };
+        let mut attrs = document::index_attributes(&index, &doc.url);
+        if let Some(signature) = self.sign(base, document::Signed::Index { index: &index }) {
+            attrs.insert(document::SIGNATURE.to_owned(), b(signature));
+        }
         store
-            .put_if(
-                &base_key,
-                document::index_attributes(&index, &doc.url),
-                None,
-                stamp,
-                when,
-            )
+            .put_if(&base_key, attrs, None, stamp, when)
             .await
             .map(|_| ())
     }
 
-    /// When a GET was redirected, stores an alias under the final URL's key pointing to the
-    /// response stored for the requested URL, so that every process sharing the table gets a
-    /// hit for the final URL too.
-    async fn write_redirect_alias(
-        &self,
-        base: &str,
-        incoming: &Incoming,
-        final_url: &url::Url,
-        expires: Option<i64>,
-    ) -> Result<()> {
+    /// The key a redirect alias for `final_url` goes under, when the request was a GET
+    /// redirected to another URL.
+    fn alias_key(&self, incoming: &Incoming, final_url: &url::Url) -> Option<String> {
         let settings = &self.inner.settings;
         if incoming.method != Method::GET
             || super::key::normalize_url(final_url, settings)
                 == super::key::normalize_url(&incoming.url, settings)
         {
-            return Ok(());
+            return None;
         }
         let mut parts = incoming.parts.clone();
         parts.method = Method::GET;
-        let Ok(uri) = final_url.as_str().parse() else {
-            return Ok(());
-        };
-        parts.uri = uri;
-        let alias = self.key_for_parts(&parts, final_url, &[]);
+        parts.uri = final_url.as_str().parse().ok()?;
+        Some(self.key_for_parts(&parts, final_url, &[]))
+    }
+
+    /// Stores an alias under the final URL's key pointing to the response stored for the
+    /// requested URL, so that every process sharing the table gets a hit for the final URL too.
+    async fn write_redirect_alias(
+        &self,
+        base: &str,
+        alias: &str,
+        final_url: &url::Url,
+        expires: Option<i64>,
+    ) -> Result<()> {
         let store = &self.inner.store;
-        let attrs = document::redirect_attributes(base, &document::redact_url(final_url, settings));
+        let url = document::redact_url(final_url, &self.inner.settings);
+        let mut attrs = document::redirect_attributes(base, &url);
+        let signed = document::Signed::Alias {
+            target: base,
+            url: &url,
+        };
+        if let Some(signature) = self.sign(alias, signed) {
+            attrs.insert(document::SIGNATURE.to_owned(), b(signature));
+        }
         let stamp = Stamp {
             now: self.now(),
             expires,
@@ -550,36 +587,35 @@ impl HttpCache {
         };
         let plan = policy::storable(&exchange, &self.inner.policy, incoming.fallback);
         doc.received_ms = now;
-        let result = match plan {
-            Ok(plan) => {
-                for name in &plan.strip {
-                    doc.headers.remove(name);
-                }
-                doc.initial_age_ms = plan.initial_age_ms;
-                doc.expires_ms = plan.expires_ms;
-                if self.inner.settings.read_only {
-                    Ok(())
-                } else {
-                    self.update_metadata(found, &doc).await
-                }
+        let storable = plan.is_ok();
+        if let Ok(plan) = plan {
+            for name in &plan.strip {
+                doc.headers.remove(name);
             }
-            Err(_) => {
-                doc.initial_age_ms = 0;
-                doc.expires_ms = Some(now);
-                if self.inner.settings.read_only {
-                    Ok(())
+            doc.initial_age_ms = plan.initial_age_ms;
+            doc.expires_ms = plan.expires_ms;
+        } else {
+            doc.initial_age_ms = 0;
+            doc.expires_ms = Some(now);
+        }
+        if !self.inner.settings.read_only {
+            let cache = self.clone();
+            let (found, updated) = (found.clone(), doc.clone());
+            self.write_behind("updating a revalidated response", async move {
+                if storable {
+                    cache.update_metadata(&found, &updated).await
                 } else {
-                    self.remove_keys([found.key.clone()]).await.map(|_| ())
+                    // The updated response may no longer be stored.
+                    cache.remove_keys([found.key.clone()]).await.map(|_| ())
                 }
-            }
-        };
-        if let Err(e) = result {
-            self.storage_error("updating a revalidated response", &e);
+            })
+            .await;
         }
         Found {
             key: found.key.clone(),
             doc,
             written: found.written,
+            digest: found.digest.clone(),
             chunks: found.chunks.clone(),
             deferred: found.deferred.clone(),
             part: None,
@@ -592,8 +628,11 @@ impl HttpCache {
     async fn update_metadata(&self, found: &Found, doc: &StoredResponse) -> Result<()> {
         let store = &self.inner.store;
         let mut sets = document::metadata_attributes(doc);
-        if let Some(signature) = self.sign(doc) {
-            sets.insert(document::SIGNATURE.to_owned(), b(signature));
+        if let Some(digest) = &found.digest {
+            let signed = document::Signed::Response { doc, digest };
+            if let Some(signature) = self.sign(&found.key, signed) {
+                sets.insert(document::SIGNATURE.to_owned(), b(signature));
+            }
         }
         store
             .update(
@@ -633,14 +672,17 @@ impl HttpCache {
                 keys.push(self.key_for_parts(&parts, &url, &[]));
             }
         }
-        match self.remove_keys(keys).await {
-            Ok(n) => {
-                for _ in 0..n {
-                    bump(&self.inner.counters.invalidated);
-                }
-            }
-            Err(e) => self.storage_error("invalidating stored responses", &e),
-        }
+        let cache = self.clone();
+        self.write_behind("invalidating stored responses", async move {
+            let n = cache.remove_keys(keys).await?;
+            cache
+                .inner
+                .counters
+                .invalidated
+                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        })
+        .await;
     }
 
     /// Removes responses by key: a `Vary` index takes the variants it lists with it (variants
@@ -681,24 +723,33 @@ impl HttpCache {
             .await
     }
 
-    fn sign(&self, doc: &StoredResponse) -> Option<Vec<u8>> {
-        let key = self.inner.secret_keys.first()?;
-        Some(hmac(key, &document::signing_input(doc)))
+    /// The signature of an item stored under `key` (`None` when signing is off).
+    fn sign(&self, key: &str, signed: document::Signed<'_>) -> Option<Vec<u8>> {
+        let secret = self.inner.secret_keys.first()?;
+        Some(hmac(secret, &document::signing_input(key, signed)))
     }
 
-    /// Whether a stored response's signature verifies (always, when signing is off).
-    fn verify(&self, item: &Item, doc: &StoredResponse) -> bool {
+    /// Whether an item read from `key` carries a signature of `signed` by one of the secret
+    /// keys (always, when signing is off). A failure is counted and logged, never served.
+    fn verified(&self, key: &str, item: &Item, signed: document::Signed<'_>) -> bool {
         if self.inner.secret_keys.is_empty() {
             return true;
         }
-        let Some(signature) = get_b(item, document::SIGNATURE) else {
-            return false;
-        };
-        let input = document::signing_input(doc);
-        self.inner
-            .secret_keys
-            .iter()
-            .any(|k| constant_time_eq(&hmac(k, &input), signature))
+        let input = document::signing_input(key, signed);
+        let ok = get_b(item, document::SIGNATURE).is_some_and(|signature| {
+            self.inner
+                .secret_keys
+                .iter()
+                .any(|k| constant_time_eq(&hmac(k, &input), signature))
+        });
+        if !ok {
+            bump(&self.inner.counters.verification_failures);
+            tracing::warn!(
+                key,
+                "dynacache: a stored item failed signature verification; not used"
+            );
+        }
+        ok
     }
 }
 

@@ -10,7 +10,15 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::Credentials;
 
+use super::breaker::{Breaker, CircuitBreaker};
 use super::{Table, TableInner, TablePolicy};
+
+/// Default time allowed to open a connection.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default time allowed for one attempt of a DynamoDB call.
+pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default time allowed for one DynamoDB call, retries included: no storage call waits longer.
+pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(4);
 use crate::error::{Error, Result};
 
 /// Where the table lives.
@@ -91,6 +99,7 @@ pub struct TableBuilder {
     attempt_timeout: Option<Duration>,
     consistent_reads: bool,
     scan_segments: u32,
+    breaker: CircuitBreaker,
 }
 
 impl Default for TableBuilder {
@@ -110,6 +119,7 @@ impl Default for TableBuilder {
             attempt_timeout: None,
             consistent_reads: false,
             scan_segments: 4,
+            breaker: CircuitBreaker::default(),
         }
     }
 }
@@ -212,28 +222,45 @@ impl TableBuilder {
         self
     }
 
-    /// How many times a request is tried in all, with exponential backoff between attempts,
-    /// when it is throttled or fails in a transient way (default 3).
+    /// How many times a request is tried in all, with exponential backoff between attempts
+    /// (50 ms, then doubling, at most 500 ms: a cache gains little from waiting longer), when it
+    /// is throttled or fails in a transient way (default 3).
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = Some(attempts.max(1));
         self
     }
 
-    /// Time allowed to open a connection.
+    /// Time allowed to open a connection (default [`DEFAULT_CONNECT_TIMEOUT`], 1 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = Some(timeout);
         self
     }
 
-    /// Time allowed for one operation, retries included.
+    /// Time allowed for one operation, retries included (default
+    /// [`DEFAULT_OPERATION_TIMEOUT`], 4 s): no single storage call waits longer.
     pub fn operation_timeout(mut self, timeout: Duration) -> Self {
         self.operation_timeout = Some(timeout);
         self
     }
 
-    /// Time allowed for one attempt of an operation.
+    /// Time allowed for one attempt of an operation (default [`DEFAULT_ATTEMPT_TIMEOUT`], 2 s).
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
         self.attempt_timeout = Some(timeout);
+        self
+    }
+
+    /// When to stop calling DynamoDB for a while after repeated failures (default
+    /// [`CircuitBreaker::default`]: five consecutive failures, five seconds). While it is open,
+    /// calls fail at once with [`Error::Unavailable`] and the HTTP cache goes straight to the
+    /// origin.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use dynacache::{CircuitBreaker, Table};
+    /// let builder = Table::builder().circuit_breaker(CircuitBreaker::new(10, Duration::from_secs(2)));
+    /// ```
+    pub fn circuit_breaker(mut self, breaker: CircuitBreaker) -> Self {
+        self.breaker = breaker;
         self
     }
 
@@ -287,7 +314,14 @@ impl TableBuilder {
                 let config = self.loader(None, false).load().await;
                 (Client::new(&config), Engine::Aws)
             }
-            Source::SdkConfig(config) => (Client::new(&config), Engine::Custom),
+            Source::SdkConfig(config) => {
+                // Bounded waits unless the configuration brings its own timeouts.
+                let mut conf = aws_sdk_dynamodb::config::Builder::from(&*config);
+                if config.timeout_config().is_none_or(|t| !t.has_timeouts()) {
+                    conf = conf.timeout_config(self.timeouts());
+                }
+                (Client::from_conf(conf.build()), Engine::Custom)
+            }
             Source::Client(client) => (*client, Engine::Custom),
         };
 
@@ -301,6 +335,7 @@ impl TableBuilder {
                 scan_segments: self.scan_segments,
                 engine,
                 capacity: Default::default(),
+                breaker: Breaker::new(self.breaker),
                 #[cfg(feature = "embedded")]
                 _embedded: embedded,
             }),
@@ -343,26 +378,24 @@ impl TableBuilder {
             }
             (None, false) => {}
         }
-        let mut retry = RetryConfig::standard();
+        // A cache gains little from long backoffs: a miss goes to the origin instead.
+        let mut retry = RetryConfig::standard()
+            .with_initial_backoff(Duration::from_millis(if local { 20 } else { 50 }))
+            .with_max_backoff(Duration::from_millis(500));
         if let Some(n) = self.max_attempts {
             retry = retry.with_max_attempts(n);
         }
-        if local {
-            // Local engines do not throttle; a short backoff keeps failures quick.
-            retry = retry.with_initial_backoff(Duration::from_millis(20));
-        }
-        loader = loader.retry_config(retry);
-        let mut timeouts = TimeoutConfig::builder();
-        if let Some(t) = self.connect_timeout {
-            timeouts = timeouts.connect_timeout(t);
-        }
-        if let Some(t) = self.operation_timeout {
-            timeouts = timeouts.operation_timeout(t);
-        }
-        if let Some(t) = self.attempt_timeout {
-            timeouts = timeouts.operation_attempt_timeout(t);
-        }
-        loader.timeout_config(timeouts.build())
+        loader.retry_config(retry).timeout_config(self.timeouts())
+    }
+
+    /// The timeouts: the ones set, else bounded defaults (a cache must never hang its callers
+    /// on a silent endpoint).
+    fn timeouts(&self) -> TimeoutConfig {
+        TimeoutConfig::builder()
+            .connect_timeout(self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT))
+            .operation_timeout(self.operation_timeout.unwrap_or(DEFAULT_OPERATION_TIMEOUT))
+            .operation_attempt_timeout(self.attempt_timeout.unwrap_or(DEFAULT_ATTEMPT_TIMEOUT))
+            .build()
     }
 }
 

@@ -3,6 +3,7 @@
 //! A [`Table`] is a cheap handle (clone it freely) on one DynamoDB table with a string partition
 //! key and a TTL attribute, on any engine: the embedded one, DynamoDB Local, or AWS.
 
+mod breaker;
 mod builder;
 #[cfg(feature = "embedded")]
 mod embedded;
@@ -18,7 +19,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::ConsumedCapacity as SdkCapacity;
 
-pub use builder::{Engine, TableBuilder};
+pub use breaker::{BreakerState, CircuitBreaker, StorageHealth};
+pub use builder::{
+    DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_OPERATION_TIMEOUT, Engine,
+    TableBuilder,
+};
 pub(crate) use ops::{Expr, Put, Write};
 pub(crate) use scan::ScanSpec;
 pub use schema::{TableDescription, TablePolicy};
@@ -57,6 +62,7 @@ struct TableInner {
     scan_segments: u32,
     engine: Engine,
     capacity: CapacityCounter,
+    breaker: breaker::Breaker,
     // Keeps the embedded engine running while any handle is alive.
     #[cfg(feature = "embedded")]
     _embedded: Option<embedded::EmbeddedEngine>,
@@ -107,6 +113,22 @@ impl Table {
     /// The underlying AWS SDK client, for operations dynacache does not cover.
     pub fn client(&self) -> &Client {
         &self.inner.client
+    }
+
+    /// The storage's health as the circuit breaker sees it (see [`CircuitBreaker`]).
+    pub fn health(&self) -> StorageHealth {
+        self.inner.breaker.health()
+    }
+
+    /// Runs one DynamoDB call through the circuit breaker: refused at once while it is open.
+    pub(crate) async fn guarded<T>(
+        &self,
+        call: impl std::future::Future<Output = crate::Result<T>>,
+    ) -> crate::Result<T> {
+        let admission = self.inner.breaker.admit(&self.inner.name)?;
+        let outcome = call.await;
+        self.inner.breaker.record(admission, &outcome);
+        outcome
     }
 
     /// Capacity units consumed through this handle (and its clones) so far, as DynamoDB reported

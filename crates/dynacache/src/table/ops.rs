@@ -100,7 +100,9 @@ impl Table {
                 .projection_expression(text)
                 .set_expression_attribute_names(Some(names));
         }
-        let out = req.send().await.map_err(|e| self.err(e))?;
+        let out = self
+            .guarded(async { req.send().await.map_err(|e| self.err(e)) })
+            .await?;
         self.inner.capacity.record_read(out.consumed_capacity());
         Ok(out.item)
     }
@@ -128,16 +130,19 @@ impl Table {
                 .set_expression_attribute_names(c.names())
                 .set_expression_attribute_values(c.values());
         }
-        match req.send().await {
-            Ok(out) => {
-                self.inner.capacity.record_write(out.consumed_capacity());
-                Ok(Put::Written {
-                    old: out.attributes.filter(|a| !a.is_empty()),
-                })
+        self.guarded(async {
+            match req.send().await {
+                Ok(out) => {
+                    self.inner.capacity.record_write(out.consumed_capacity());
+                    Ok(Put::Written {
+                        old: out.attributes.filter(|a| !a.is_empty()),
+                    })
+                }
+                Err(e) if is_condition_failed(&e) => Ok(Put::ConditionFailed),
+                Err(e) => Err(self.err(e)),
             }
-            Err(e) if is_condition_failed(&e) => Ok(Put::ConditionFailed),
-            Err(e) => Err(self.err(e)),
-        }
+        })
+        .await
     }
 
     /// DeleteItem, optionally conditional; returns the deleted item when asked for.
@@ -163,16 +168,19 @@ impl Table {
                 .set_expression_attribute_names(c.names())
                 .set_expression_attribute_values(c.values());
         }
-        match req.send().await {
-            Ok(out) => {
-                self.inner.capacity.record_write(out.consumed_capacity());
-                Ok(Put::Written {
-                    old: out.attributes.filter(|a| !a.is_empty()),
-                })
+        self.guarded(async {
+            match req.send().await {
+                Ok(out) => {
+                    self.inner.capacity.record_write(out.consumed_capacity());
+                    Ok(Put::Written {
+                        old: out.attributes.filter(|a| !a.is_empty()),
+                    })
+                }
+                Err(e) if is_condition_failed(&e) => Ok(Put::ConditionFailed),
+                Err(e) => Err(self.err(e)),
             }
-            Err(e) if is_condition_failed(&e) => Ok(Put::ConditionFailed),
-            Err(e) => Err(self.err(e)),
-        }
+        })
+        .await
     }
 
     /// UpdateItem with an update expression and an optional condition; returns the new item
@@ -222,14 +230,17 @@ impl Table {
         if let Some(c) = condition {
             req = req.condition_expression(c);
         }
-        match req.send().await {
-            Ok(out) => {
-                self.inner.capacity.record_write(out.consumed_capacity());
-                Ok(Some(out))
+        self.guarded(async {
+            match req.send().await {
+                Ok(out) => {
+                    self.inner.capacity.record_write(out.consumed_capacity());
+                    Ok(Some(out))
+                }
+                Err(e) if is_condition_failed(&e) => Ok(None),
+                Err(e) => Err(self.err(e)),
             }
-            Err(e) if is_condition_failed(&e) => Ok(None),
-            Err(e) => Err(self.err(e)),
-        }
+        })
+        .await
     }
 
     /// BatchGetItem over any number of keys, 100 a call, a few calls in flight, unprocessed keys
@@ -268,15 +279,16 @@ impl Table {
             .map_err(|e| Error::config(e.to_string()))?;
         let mut found = Vec::with_capacity(keys.len());
         for attempt in 0.. {
-            let out = self
+            let call = self
                 .inner
                 .client
                 .batch_get_item()
                 .request_items(&self.inner.name, request.clone())
                 .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                .send()
-                .await
-                .map_err(|e| self.err(e))?;
+                .send();
+            let out = self
+                .guarded(async { call.await.map_err(|e| self.err(e)) })
+                .await?;
             for c in out.consumed_capacity() {
                 self.inner.capacity.record_read(Some(c));
             }
@@ -343,15 +355,16 @@ impl Table {
 
     async fn batch_write_one(&self, mut batch: Vec<WriteRequest>) -> Result<()> {
         for attempt in 0.. {
-            let out = self
+            let call = self
                 .inner
                 .client
                 .batch_write_item()
                 .request_items(&self.inner.name, batch)
                 .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                .send()
-                .await
-                .map_err(|e| self.err(e))?;
+                .send();
+            let out = self
+                .guarded(async { call.await.map_err(|e| self.err(e)) })
+                .await?;
             for c in out.consumed_capacity() {
                 self.inner.capacity.record_write(Some(c));
             }

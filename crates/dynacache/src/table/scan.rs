@@ -61,7 +61,9 @@ impl Table {
                 if total > 1 {
                     req = req.segment(segment as i32).total_segments(total as i32);
                 }
-                let out = req.send().await.map_err(|e| table.err(e))?;
+                let out = table
+                    .guarded(async { req.send().await.map_err(|e| table.err(e)) })
+                    .await?;
                 table.inner.capacity.record_read(out.consumed_capacity());
                 let next = out.last_evaluated_key.filter(|k| !k.is_empty()).map(Some);
                 let items = out.items.unwrap_or_default();
@@ -106,7 +108,9 @@ impl Table {
                         if segments > 1 {
                             req = req.segment(segment as i32).total_segments(segments as i32);
                         }
-                        let out = req.send().await.map_err(|e| self.err(e))?;
+                        let out = self
+                            .guarded(async { req.send().await.map_err(|e| self.err(e)) })
+                            .await?;
                         self.inner.capacity.record_read(out.consumed_capacity());
                         total += out.count.max(0) as u64;
                         match out.last_evaluated_key.filter(|k| !k.is_empty()) {
