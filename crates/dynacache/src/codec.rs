@@ -194,6 +194,33 @@ pub(crate) fn checksum(data: &[u8]) -> Vec<u8> {
     Sha256::digest(data).to_vec()
 }
 
+/// Secret signing keys: the first signs, any verifies. Their `Debug` never shows them.
+#[derive(Clone, Default)]
+pub(crate) struct SecretKeys(pub(crate) Vec<Vec<u8>>);
+
+impl std::fmt::Debug for SecretKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "[{} secret keys]", self.0.len())
+    }
+}
+
+/// HMAC-SHA256 of `data` under `key`.
+pub(crate) fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
+    use hmac::{KeyInit, Mac};
+    let mut mac = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(key)
+        .expect("HMAC takes keys of any length");
+    mac.update(data);
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// Whether a signature of `input` by one of `keys` is `signature`, compared in constant time.
+pub(crate) fn signed_by_any(keys: &[Vec<u8>], input: &[u8], signature: &[u8]) -> bool {
+    let eq = |a: &[u8], b: &[u8]| {
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    };
+    keys.iter().any(|k| eq(&hmac(k, input), signature))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,6 +33,13 @@ pub enum Error {
         reason: String,
     },
 
+    /// An argument is out of range (a counter delta that cannot be negated, for one).
+    #[error("invalid argument: {reason}")]
+    InvalidArgument {
+        /// What is wrong.
+        reason: String,
+    },
+
     /// A name given in the configuration (table, attribute, namespace) is not valid.
     #[error("invalid configuration: {reason}")]
     InvalidConfig {
@@ -72,6 +79,14 @@ pub enum Error {
         key: String,
         /// What is wrong with it.
         reason: String,
+    },
+
+    /// A conditional update kept losing to concurrent writers of the same key (a counter that
+    /// kept being replaced between attempts). Retrying later may succeed; it is not throttling.
+    #[error("key {key:?} kept changing under concurrent writers")]
+    Contention {
+        /// The cache key, as stored.
+        key: String,
     },
 
     /// The operation needs a counter (`inc`/`dec`) but the key holds another value.
@@ -207,12 +222,21 @@ impl Error {
         matches!(self, Error::ItemTooLarge { .. })
     }
 
-    /// The caller passed something invalid (key, configuration, value that cannot serialize).
+    /// The caller passed something invalid (key, argument, configuration, value that cannot
+    /// serialize).
     pub fn is_invalid_input(&self) -> bool {
         matches!(
             self,
-            Error::InvalidKey { .. } | Error::InvalidConfig { .. } | Error::Serialize(_)
+            Error::InvalidKey { .. }
+                | Error::InvalidArgument { .. }
+                | Error::InvalidConfig { .. }
+                | Error::Serialize(_)
         )
+    }
+
+    /// Concurrent writers kept changing the key (see [`Error::Contention`]).
+    pub fn is_contention(&self) -> bool {
+        matches!(self, Error::Contention { .. })
     }
 
     pub(crate) fn corrupt(key: &str, reason: impl Into<String>) -> Self {

@@ -1008,19 +1008,23 @@ mod suite {
         assert_eq!(new_only.cache().stats().verification_failures, 1);
         // The refetch was signed with the new key.
         assert!(get(&new_only, "/json").await.0.from_cache);
-        // Tampering with the stored body makes it a miss, never served.
+        // Tampering with the stored body makes it a miss, never served: a tamperer who also
+        // recomputes the body's checksum still cannot forge the signature.
         let pk = AttributeValue::S(format!("http:{key}"));
+        let forged = r#"{"id": 1, "price": 99.9, "tags": ["a", "b"]}"#;
+        let sum = {
+            use sha2::Digest;
+            sha2::Sha256::digest(forged.as_bytes())[..16].to_vec()
+        };
         table
             .client()
             .update_item()
             .table_name(table.name())
             .key(table.key_attribute(), pk)
-            .update_expression("SET body = :b")
-            // Same length, so only the signature can tell.
-            .expression_attribute_values(
-                ":b",
-                AttributeValue::S(r#"{"id": 1, "price": 99.9, "tags": ["a", "b"]}"#.into()),
-            )
+            .update_expression("SET body = :b, #sum = :s")
+            .expression_attribute_names("#sum", "sum")
+            .expression_attribute_values(":b", AttributeValue::S(forged.into()))
+            .expression_attribute_values(":s", AttributeValue::B(sum.into()))
             .send()
             .await
             .unwrap();

@@ -44,6 +44,8 @@ const EXPIRES_TEXT: &str = "expires";
 const BODY: &str = "body";
 const BODY_SIZE: &str = "size";
 const RECEIVED: &str = "received";
+/// SHA-256 (first 16 bytes) of a body stored as text (payloads carry the store's own checksum).
+const BODY_SUM: &str = "sum";
 const INITIAL_AGE: &str = "age";
 pub(crate) const SIGNATURE: &str = "sig";
 const VARY: &str = "vary";
@@ -299,6 +301,7 @@ pub(crate) fn to_attributes(
         && !doc.headers.contains_key(http::header::CONTENT_ENCODING);
     if is_text && let Ok(text) = std::str::from_utf8(&doc.body) {
         attrs.insert(BODY.to_owned(), s(text));
+        attrs.insert(BODY_SUM.to_owned(), b(text_sum(text)));
         return (attrs, None);
     }
     let (format, data) = codec::encode_bytes(doc.body.to_vec(), compress_from);
@@ -309,6 +312,12 @@ pub(crate) fn to_attributes(
             data,
         }),
     )
+}
+
+fn text_sum(text: &str) -> Vec<u8> {
+    let mut sum = codec::checksum(text.as_bytes());
+    sum.truncate(16);
+    sum
 }
 
 fn is_text_type(headers: &HeaderMap) -> bool {
@@ -333,14 +342,23 @@ pub(crate) fn from_item(
     max_body: usize,
     deferred: bool,
 ) -> Result<StoredResponse> {
+    // Only final statuses are ever stored.
     let status = get_i64(item, STATUS)
         .and_then(|s| s.ok())
         .and_then(|s| u16::try_from(s).ok())
+        .filter(|s| (200..=999).contains(s))
         .and_then(|s| StatusCode::from_u16(s).ok())
         .ok_or_else(|| Error::corrupt(key, "bad or missing status"))?;
     let request = item.get(REQUEST).and_then(|r| r.as_m().ok());
     let body = match (item.get(BODY), payload) {
-        (Some(AttributeValue::S(text)), _) => bytes::Bytes::from(text.clone().into_bytes()),
+        (Some(AttributeValue::S(text)), _) => {
+            if let Some(sum) = item::get_b(item, BODY_SUM)
+                && sum != text_sum(text).as_slice()
+            {
+                return Err(Error::corrupt(key, "the body does not match its checksum"));
+            }
+            bytes::Bytes::from(text.clone().into_bytes())
+        }
         (_, Some(p)) => codec::decode_bytes(key, &p.format, p.data, max_body)?.into(),
         (None, None) => bytes::Bytes::new(),
         _ => return Err(Error::corrupt(key, "bad body")),

@@ -726,7 +726,10 @@ impl HttpCache {
     /// The signature of an item stored under `key` (`None` when signing is off).
     fn sign(&self, key: &str, signed: document::Signed<'_>) -> Option<Vec<u8>> {
         let secret = self.inner.secret_keys.first()?;
-        Some(hmac(secret, &document::signing_input(key, signed)))
+        Some(crate::codec::hmac(
+            secret,
+            &document::signing_input(key, signed),
+        ))
     }
 
     /// Whether an item read from `key` carries a signature of `signed` by one of the secret
@@ -737,10 +740,7 @@ impl HttpCache {
         }
         let input = document::signing_input(key, signed);
         let ok = get_b(item, document::SIGNATURE).is_some_and(|signature| {
-            self.inner
-                .secret_keys
-                .iter()
-                .any(|k| constant_time_eq(&hmac(k, &input), signature))
+            crate::codec::signed_by_any(&self.inner.secret_keys, &input, signature)
         });
         if !ok {
             bump(&self.inner.counters.verification_failures);
@@ -760,16 +760,4 @@ pub(crate) fn parts_for(method: Method, url: &url::Url) -> Option<request::Parts
     parts.method = method;
     parts.uri = uri;
     Some(parts)
-}
-
-fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
-    use hmac::{KeyInit, Mac};
-    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key)
-        .expect("HMAC takes keys of any length");
-    mac.update(data);
-    mac.finalize().into_bytes().to_vec()
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -44,6 +44,7 @@ pub struct CacheBuilder {
     max_value_size: usize,
     chunk_size: usize,
     clock: Arc<dyn Clock>,
+    secret_keys: codec::SecretKeys,
 }
 
 impl Default for CacheBuilder {
@@ -56,6 +57,7 @@ impl Default for CacheBuilder {
             max_value_size: 256 * 1024 * 1024,
             chunk_size: 350 * 1024,
             clock: Arc::new(SystemClock),
+            secret_keys: codec::SecretKeys::default(),
         }
     }
 }
@@ -111,6 +113,28 @@ impl CacheBuilder {
         self
     }
 
+    /// Signs every stored value with HMAC-SHA256, bound to its key and expiry, and reads only
+    /// values whose signature verifies: others fail with [`Error::Corrupt`]. The first key
+    /// signs; every key verifies, so keys can be rotated. Counters are not signed (they change
+    /// atomically inside DynamoDB). See `docs/security.md` for what this protects against.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+    /// use dynacache::{Cache, Table};
+    ///
+    /// let cache = Cache::builder()
+    ///     .secret_keys(["new secret", "old secret"])
+    ///     .build(Table::builder().open().await?)?;
+    /// cache.set("k", &"signed").await?;
+    /// assert_eq!(cache.get::<String>("k").await?.as_deref(), Some("signed"));
+    /// # Ok(()) }
+    /// ```
+    pub fn secret_keys<K: AsRef<[u8]>>(mut self, keys: impl IntoIterator<Item = K>) -> Self {
+        self.secret_keys =
+            codec::SecretKeys(keys.into_iter().map(|k| k.as_ref().to_vec()).collect());
+        self
+    }
+
     /// Chunk size for values over the item limit (for tests of chunking with small values).
     #[doc(hidden)]
     pub fn chunk_size(mut self, bytes: usize) -> Self {
@@ -120,6 +144,9 @@ impl CacheBuilder {
 
     /// Builds the cache on a table.
     pub fn build(self, table: Table) -> Result<Cache> {
+        if self.secret_keys.0.iter().any(Vec::is_empty) {
+            return Err(Error::config("a secret key must not be empty"));
+        }
         let store = Store::new(
             table,
             StoreConfig {
@@ -135,6 +162,7 @@ impl CacheBuilder {
                 store,
                 default_expiry: self.default_expiry,
                 compress_from: self.compress_from,
+                secret_keys: self.secret_keys,
             }),
         })
     }
@@ -170,7 +198,11 @@ struct CacheInner {
     store: Store,
     default_expiry: Expiry,
     compress_from: Option<usize>,
+    secret_keys: codec::SecretKeys,
 }
+
+/// The attribute holding a value's signature.
+const SIGNATURE: &str = "sig";
 
 impl Cache {
     /// A cache with default settings (namespace `kv`, values never expire).
@@ -230,6 +262,9 @@ impl Cache {
         if let Some(counter) = Store::counter_of(key, &entry.item)? {
             return codec::decode_counter(&key.pk, counter);
         }
+        if !self.inner.secret_keys.0.is_empty() {
+            self.verify(key, &entry)?;
+        }
         match entry.payload {
             Some(p) => codec::decode(&key.pk, &p.format, &p.data, self.store().max_value_size()),
             None => Err(Error::corrupt(&key.pk, "the item has no value")),
@@ -271,6 +306,7 @@ impl Cache {
         let key = self.key(key.as_ref())?;
         let (attrs, payload) = self.encode(value)?;
         let stamp = self.stamp(expiry);
+        let attrs = self.sign(&key, attrs, &payload, stamp);
         self.store()
             .put(&key, attrs, payload, stamp, None)
             .await
@@ -297,6 +333,7 @@ impl Cache {
         let key = self.key(key.as_ref())?;
         let (attrs, payload) = self.encode(value)?;
         let stamp = self.stamp(expiry);
+        let attrs = self.sign(&key, attrs, &payload, stamp);
         let condition = Expr::new("attribute_not_exists(#k) OR #e <= :now")
             .name("#k", self.table().key_attribute())
             .name("#e", crate::table::item::EXPIRES)
@@ -304,6 +341,72 @@ impl Cache {
         self.store()
             .put(&key, attrs, payload, stamp, Some(condition))
             .await
+    }
+
+    /// The bytes a value's signature covers: its key, how it is stored, the SHA-256 of the
+    /// stored bytes, and its expiry (so a signed value cannot be moved to another key, nor kept
+    /// alive longer).
+    fn signing_input(pk: &str, format: &str, sum: &[u8], expires: Option<i64>) -> Vec<u8> {
+        let mut out = Vec::with_capacity(128 + pk.len());
+        for part in [
+            b"dynacache-kv-signature-v1".as_slice(),
+            pk.as_bytes(),
+            format.as_bytes(),
+            sum,
+            &expires.unwrap_or(i64::MIN).to_be_bytes(),
+        ] {
+            out.extend_from_slice(&(part.len() as u64).to_be_bytes());
+            out.extend_from_slice(part);
+        }
+        out
+    }
+
+    /// The attributes of a value to store, signed when signing is on.
+    fn sign(
+        &self,
+        key: &StoredKey,
+        mut attrs: Item,
+        payload: &Option<Payload>,
+        stamp: Stamp,
+    ) -> Item {
+        if let (Some(secret), Some(p)) = (self.inner.secret_keys.0.first(), payload) {
+            let input =
+                Self::signing_input(&key.pk, &p.format, &codec::checksum(&p.data), stamp.expires);
+            attrs.insert(
+                SIGNATURE.to_owned(),
+                crate::table::item::b(codec::hmac(secret, &input)),
+            );
+        }
+        attrs
+    }
+
+    /// Checks a stored value's signature; a value without a valid one is `Corrupt`.
+    fn verify(&self, key: &StoredKey, entry: &Entry) -> Result<()> {
+        use crate::table::item::{CHECKSUM, FORMAT, get_b, get_i64, get_s};
+        let head = entry.chunks.as_ref();
+        let (format, sum) = match (&entry.payload, head) {
+            // A payload in chunks: the head's checksum, which the chunks were checked against.
+            (Some(p), Some(head)) => (
+                p.format.clone(),
+                get_b(head, CHECKSUM)
+                    .map(<[u8]>::to_vec)
+                    .unwrap_or_default(),
+            ),
+            (Some(p), None) => (p.format.clone(), codec::checksum(&p.data)),
+            (None, _) => (
+                get_s(&entry.item, FORMAT).unwrap_or_default().to_owned(),
+                Vec::new(),
+            ),
+        };
+        let expires = get_i64(&entry.item, crate::table::item::EXPIRES).and_then(|e| e.ok());
+        let input = Self::signing_input(&key.pk, &format, &sum, expires);
+        match get_b(&entry.item, SIGNATURE) {
+            Some(sig) if codec::signed_by_any(&self.inner.secret_keys.0, &input, sig) => Ok(()),
+            _ => Err(Error::corrupt(
+                &key.pk,
+                "the value's signature does not verify",
+            )),
+        }
     }
 
     /// Encodes a value as an entry's attributes (a counter) or payload.
@@ -346,8 +449,10 @@ impl Cache {
         let entries = entries
             .into_iter()
             .map(|(k, v)| {
+                let key = self.key(k.as_ref())?;
                 let (attrs, payload) = self.encode(&v)?;
-                Ok((self.key(k.as_ref())?, attrs, payload))
+                let attrs = self.sign(&key, attrs, &payload, stamp);
+                Ok((key, attrs, payload))
             })
             .collect::<Result<Vec<_>>>()?;
         self.store().put_many(entries, stamp).await
@@ -388,8 +493,8 @@ impl Cache {
 
     /// Subtracts `delta`; see [`inc`](Cache::inc).
     pub async fn dec(&self, key: impl AsRef<[u8]>, delta: i64) -> Result<i64> {
-        let delta = delta.checked_neg().ok_or_else(|| Error::InvalidKey {
-            reason: "delta out of range".into(),
+        let delta = delta.checked_neg().ok_or_else(|| Error::InvalidArgument {
+            reason: format!("dec by {delta} cannot be negated"),
         })?;
         self.inc_with(key, delta, Expiry::Default).await
     }
@@ -410,13 +515,7 @@ impl Cache {
                 }
             }
         }
-        Err(Error::Throttled {
-            message: format!(
-                "counter {:?} kept changing under concurrent writers",
-                key.pk
-            ),
-            source: None,
-        })
+        Err(Error::Contention { key: key.pk })
     }
 
     // ----- whole-namespace operations ----------------------------------------------------

@@ -206,13 +206,26 @@ impl Store {
                 return Ok(Some((head_item, format, data)));
             }
             // A chunk was missing: the value was replaced (or, on an eventually consistent
-            // read, the chunks are not visible yet). Read the head again, strongly.
-            consistent = true;
-            match table.get_item(&key.pk, None, true).await? {
-                Some(next) if include_expired && self.is_owner(key, &next) => head_item = next,
-                Some(next) if self.is_live(key, &next) => head_item = next,
-                _ => return Ok(None),
+            // read, the chunks are not visible yet). Read the head again, strongly. Missing
+            // again under the same head, strongly read: the chunks are gone, and the value is
+            // damaged (not a miss, which would hide it while `has` says it is there).
+            if consistent {
+                return Err(Error::corrupt(
+                    &key.pk,
+                    format!("chunks of version {} are missing", head.version),
+                ));
             }
+            consistent = true;
+            let next = match table.get_item(&key.pk, None, true).await? {
+                Some(next) if include_expired && self.is_owner(key, &next) => next,
+                Some(next) if self.is_live(key, &next) => next,
+                _ => return Ok(None),
+            };
+            if get_s(&next, item::CHUNK_VERSION) != Some(head.version.as_str()) {
+                // Replaced meanwhile: follow the new value (eventually consistent again).
+                consistent = false;
+            }
+            head_item = next;
         }
         tracing::warn!(key = %key.pk, "value kept changing while it was read; treated as a miss");
         Ok(None)
@@ -402,7 +415,12 @@ impl Store {
                 continue;
             }
             let version = pk.split('!').nth(1).unwrap_or_default().to_owned();
-            let head_pk = get_s(&chunk, item::HEAD).unwrap_or_default().to_owned();
+            // A chunk that names no head belongs to nothing: an orphan.
+            let Some(head_pk) = get_s(&chunk, item::HEAD).filter(|h| !h.is_empty()) else {
+                orphans.push(pk.to_owned());
+                continue;
+            };
+            let head_pk = head_pk.to_owned();
             if !checked.contains(&head_pk) {
                 let head = table
                     .get_item(&head_pk, Some(&[item::CHUNK_VERSION]), true)

@@ -55,18 +55,39 @@ impl Store {
         update.text = format!("SET {}", sets.join(", "));
         let condition = "(attribute_not_exists(#k) OR attribute_not_exists(#e) OR #e > :now) \
                          AND attribute_not_exists(#v) AND attribute_not_exists(#cv)";
-        if let Some(new) = t.update_item(&key.pk, update, Some(condition)).await? {
-            return match get_i64(&new, item::COUNTER) {
-                Some(Ok(v)) => Ok(Increment::Value(v)),
-                Some(Err(reason)) => Err(Error::corrupt(&key.pk, reason)),
-                None => Err(Error::corrupt(
-                    &key.pk,
-                    "the counter update returned no counter",
-                )),
-            };
+        match t.update_item(&key.pk, update, Some(condition)).await {
+            Ok(Some(new)) => {
+                return match get_i64(&new, item::COUNTER) {
+                    Some(Ok(v)) => Ok(Increment::Value(v)),
+                    Some(Err(reason)) => Err(Error::corrupt(&key.pk, reason)),
+                    None => Err(Error::corrupt(
+                        &key.pk,
+                        "the counter update returned no counter",
+                    )),
+                };
+            }
+            Ok(None) => {}
+            // DynamoDB refuses to add to an attribute that is not a number: a damaged counter.
+            Err(Error::Service { code, .. }) if code == "ValidationException" => {
+                if let Some(item) = t.get_item(&key.pk, None, true).await?
+                    && let Some(Err(reason)) = get_i64(&item, item::COUNTER)
+                {
+                    return Err(Error::corrupt(&key.pk, reason));
+                }
+                return Err(Error::corrupt(&key.pk, "the counter cannot be updated"));
+            }
+            Err(e) => return Err(e),
         }
         // The condition failed: the key holds a value of another kind, or an expired one.
         match t.get_item(&key.pk, None, true).await? {
+            // An expiry that does not read as a number: damaged, not expired (a retry would
+            // only fail the same way).
+            Some(item) if matches!(get_i64(&item, item::EXPIRES), Some(Err(_))) => {
+                Err(Error::corrupt(&key.pk, "the expiry is not a number"))
+            }
+            Some(item) if matches!(get_i64(&item, item::COUNTER), Some(Err(_))) => {
+                Err(Error::corrupt(&key.pk, "the counter is not a number"))
+            }
             Some(item) if self.is_live(key, &item) => Ok(Increment::NotACounter),
             _ => Ok(Increment::Expired),
         }

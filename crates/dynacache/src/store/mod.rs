@@ -38,6 +38,34 @@ use aws_sdk_dynamodb::types::AttributeValue;
 /// Payloads whose item would exceed this are split into chunks.
 const INLINE_LIMIT: usize = MAX_ITEM_BYTES - 8 * 1024;
 
+/// Bytes of the SHA-256 an inline payload carries (`cs`; a chunk head carries all 32).
+const INLINE_SUM_BYTES: usize = 16;
+
+/// The checksum an inline payload is stored with.
+fn inline_sum(data: &[u8]) -> Vec<u8> {
+    let mut sum = crate::codec::checksum(data);
+    sum.truncate(INLINE_SUM_BYTES);
+    sum
+}
+
+/// Checks an inline payload against its checksum: a damaged value is `Corrupt`, never another
+/// value. Items written before payloads carried checksums have none and are taken as they are.
+fn check_sum(pk: &str, item: &Item, data: &[u8]) -> Result<()> {
+    match get_b(item, item::CHECKSUM) {
+        None => Ok(()),
+        Some(sum)
+            if sum.len() >= INLINE_SUM_BYTES
+                && crate::codec::checksum(data).get(..sum.len()) == Some(sum) =>
+        {
+            Ok(())
+        }
+        Some(_) => Err(crate::Error::corrupt(
+            pk,
+            "the value does not match its checksum",
+        )),
+    }
+}
+
 /// The expiry attributes of one write.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Stamp {
@@ -336,6 +364,7 @@ impl Store {
         if let Some(data) = item::take_b(&mut item, item::VALUE) {
             let format = format
                 .ok_or_else(|| crate::Error::corrupt(&key.pk, "the item has no value format"))?;
+            check_sum(&key.pk, &item, &data)?;
             return Ok(Some(Entry {
                 item,
                 payload: Some(Payload { format, data }),
@@ -383,8 +412,9 @@ impl Store {
         let mut written_chunks = None;
         if let Some(Payload { format, data }) = payload {
             item.insert(item::FORMAT.into(), s(format));
-            let overhead = item::item_size(&item) + item::VALUE.len();
+            let overhead = item::item_size(&item) + item::VALUE.len() + INLINE_SUM_BYTES + 4;
             if overhead + data.len() <= INLINE_LIMIT {
+                item.insert(item::CHECKSUM.into(), b(inline_sum(&data)));
                 item.insert(item::VALUE.into(), b(data));
             } else {
                 let head = self.write_chunks(key, &data, stamp).await?;
@@ -445,9 +475,11 @@ impl Store {
             match payload {
                 None => batch.push(Write::Put(item)),
                 Some(Payload { format, data })
-                    if item::item_size(&item) + data.len() + 8 <= INLINE_LIMIT =>
+                    if item::item_size(&item) + data.len() + INLINE_SUM_BYTES + 16
+                        <= INLINE_LIMIT =>
                 {
                     item.insert(item::FORMAT.into(), s(format));
+                    item.insert(item::CHECKSUM.into(), b(inline_sum(&data)));
                     item.insert(item::VALUE.into(), b(data));
                     batch.push(Write::Put(item));
                 }

@@ -114,6 +114,7 @@ impl Table {
         condition: Option<Expr>,
         return_old: bool,
     ) -> Result<Put> {
+        let size = super::item::item_size(&item) as u64;
         let mut req = self
             .inner
             .client
@@ -139,7 +140,11 @@ impl Table {
                     })
                 }
                 Err(e) if is_condition_failed(&e) => Ok(Put::ConditionFailed),
-                Err(e) => Err(self.err(e)),
+                // The engine refused the item as too large: say how large it was.
+                Err(e) => Err(match self.err(e) {
+                    Error::ItemTooLarge { limit, .. } => Error::ItemTooLarge { size, limit },
+                    other => other,
+                }),
             }
         })
         .await
