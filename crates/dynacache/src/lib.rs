@@ -58,6 +58,8 @@ mod clock;
 mod codec;
 mod error;
 mod expiry;
+#[cfg(all(test, feature = "http"))]
+mod fuzz;
 #[cfg(feature = "http")]
 pub mod http;
 mod kv;

@@ -24,7 +24,6 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use super::settings::Settings;
-use crate::clock::millis_to_system_time;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::table::item::{self, Item, b, get_i64, get_s, n, s};
@@ -262,8 +261,9 @@ fn headers_from_attr(key: &str, attr: Option<&AttributeValue>) -> Result<HeaderM
     Ok(headers)
 }
 
+/// An HTTP date, clamped to what the format can say (years 1970 to 9999).
 fn http_date(ms: i64) -> String {
-    httpdate::fmt_http_date(millis_to_system_time(ms.max(0)))
+    super::policy::fmt_http_date(ms)
 }
 
 /// The item attributes of a stored response, and its body as a payload unless it is UTF-8 text
@@ -352,9 +352,7 @@ pub(crate) fn from_item(
     let request = item.get(REQUEST).and_then(|r| r.as_m().ok());
     let body = match (item.get(BODY), payload) {
         (Some(AttributeValue::S(text)), _) => {
-            if let Some(sum) = item::get_b(item, BODY_SUM)
-                && sum != text_sum(text).as_slice()
-            {
+            if item::get_b(item, BODY_SUM) != Some(text_sum(text).as_slice()) {
                 return Err(Error::corrupt(key, "the body does not match its checksum"));
             }
             bytes::Bytes::from(text.clone().into_bytes())

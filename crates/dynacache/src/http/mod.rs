@@ -39,6 +39,8 @@ mod document;
 mod engine;
 mod facts;
 mod front;
+#[cfg(test)]
+pub(crate) mod fuzzing;
 mod inspect;
 mod key;
 mod policy;

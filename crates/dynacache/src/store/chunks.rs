@@ -38,9 +38,9 @@ const CHUNK_CALLS_IN_FLIGHT: usize = 4;
 const CHUNK_SUM_BYTES: usize = 16;
 
 /// What a head item says about its chunks.
-pub(super) struct Head {
+pub(crate) struct Head {
     pub(super) version: String,
-    pub(super) count: u32,
+    pub(crate) count: u32,
     size: usize,
     sum: Vec<u8>,
     /// The size of every chunk but the last (absent from heads written by older versions).
@@ -48,6 +48,12 @@ pub(super) struct Head {
 }
 
 impl Head {
+    /// The payload size it declares.
+    #[cfg(test)]
+    pub(crate) fn size(&self) -> usize {
+        self.size
+    }
+
     pub(super) fn into_attributes(self) -> Item {
         let mut attrs = Item::from([
             (item::CHUNK_VERSION.to_owned(), s(self.version)),
@@ -64,7 +70,7 @@ impl Head {
     /// Reads and checks a head: its chunk count must agree with its size and chunk size, and
     /// its size must be within `max_size`, so a damaged or forged head cannot make a reader
     /// fetch or allocate more than a real value of that size would need.
-    fn from_item(pk: &str, item: &Item, max_size: usize) -> Result<Option<Head>> {
+    pub(crate) fn from_item(pk: &str, item: &Item, max_size: usize) -> Result<Option<Head>> {
         let Some(version) = get_s(item, item::CHUNK_VERSION) else {
             return Ok(None);
         };
@@ -314,9 +320,7 @@ impl Store {
             let Some(piece) = take_b(&mut chunk, item::DATA) else {
                 return Ok(None);
             };
-            if let Some(sum) = get_b(&chunk, item::CHECKSUM)
-                && sum != chunk_sum(&piece).as_slice()
-            {
+            if get_b(&chunk, item::CHECKSUM) != Some(chunk_sum(&piece).as_slice()) {
                 return Err(Error::corrupt(pk, "a chunk does not match its checksum"));
             }
             if data.len() + piece.len() > head.size {

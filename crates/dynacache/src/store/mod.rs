@@ -13,7 +13,7 @@
 //!
 //! See [`key`] for the key layout and [`chunks`] for payloads over the item limit.
 
-mod chunks;
+pub(crate) mod chunks;
 mod counter;
 mod key;
 mod scan;
@@ -49,10 +49,10 @@ fn inline_sum(data: &[u8]) -> Vec<u8> {
 }
 
 /// Checks an inline payload against its checksum: a damaged value is `Corrupt`, never another
-/// value. Items written before payloads carried checksums have none and are taken as they are.
+/// value (a value without its checksum too: it could be any bytes).
 fn check_sum(pk: &str, item: &Item, data: &[u8]) -> Result<()> {
     match get_b(item, item::CHECKSUM) {
-        None => Ok(()),
+        None => Err(crate::Error::corrupt(pk, "the value has no checksum")),
         Some(sum)
             if sum.len() >= INLINE_SUM_BYTES
                 && crate::codec::checksum(data).get(..sum.len()) == Some(sum) =>
@@ -148,6 +148,17 @@ impl Condition {
             .value(":cv", n(written)),
         }
     }
+}
+
+/// A stored item, decoded as far as it can be without another read.
+#[derive(Debug)]
+pub(crate) enum Decoded {
+    /// Not this key's (live) entry.
+    Absent,
+    /// The entry.
+    Entry(Entry),
+    /// A head whose payload is in chunks still to read.
+    Chunked(Item),
 }
 
 /// Settings of a store (see the builders of the caches that own one).
@@ -348,46 +359,63 @@ impl Store {
     async fn resolve(
         &self,
         key: &StoredKey,
-        mut item: Item,
+        item: Item,
         include_expired: bool,
         defer: bool,
     ) -> Result<Option<Entry>> {
+        match self.decode_item(key, item, include_expired, defer)? {
+            Decoded::Absent => Ok(None),
+            Decoded::Entry(entry) => Ok(Some(entry)),
+            Decoded::Chunked(head) => Ok(self.read_chunked(key, head, include_expired).await?.map(
+                |(head, format, data)| Entry {
+                    chunks: Some(chunks::head_attributes(&head)),
+                    item: head,
+                    payload: Some(Payload { format, data }),
+                },
+            )),
+        }
+    }
+
+    /// Everything about a stored item that needs no further read: whose it is, whether it is
+    /// live, its inline payload checked against its checksum. A payload in chunks is left to
+    /// read (or, with `defer`, returned unread).
+    pub(crate) fn decode_item(
+        &self,
+        key: &StoredKey,
+        mut item: Item,
+        include_expired: bool,
+        defer: bool,
+    ) -> Result<Decoded> {
         let usable = if include_expired {
             self.is_owner(key, &item)
         } else {
             self.is_live(key, &item)
         };
         if !usable {
-            return Ok(None);
+            return Ok(Decoded::Absent);
         }
         let format = get_s(&item, item::FORMAT).map(str::to_owned);
         if let Some(data) = item::take_b(&mut item, item::VALUE) {
             let format = format
                 .ok_or_else(|| crate::Error::corrupt(&key.pk, "the item has no value format"))?;
             check_sum(&key.pk, &item, &data)?;
-            return Ok(Some(Entry {
+            return Ok(Decoded::Entry(Entry {
                 item,
                 payload: Some(Payload { format, data }),
                 chunks: None,
             }));
         }
-        if item.contains_key(item::CHUNK_VERSION) && defer {
-            return Ok(Some(Entry {
+        if item.contains_key(item::CHUNK_VERSION) {
+            if !defer {
+                return Ok(Decoded::Chunked(item));
+            }
+            return Ok(Decoded::Entry(Entry {
                 chunks: Some(chunks::head_attributes(&item)),
                 item,
                 payload: None,
             }));
         }
-        if item.contains_key(item::CHUNK_VERSION) {
-            return Ok(self.read_chunked(key, item, include_expired).await?.map(
-                |(head, format, data)| Entry {
-                    chunks: Some(chunks::head_attributes(&head)),
-                    item: head,
-                    payload: Some(Payload { format, data }),
-                },
-            ));
-        }
-        Ok(Some(Entry {
+        Ok(Decoded::Entry(Entry {
             item,
             payload: None,
             chunks: None,
@@ -407,21 +435,16 @@ impl Store {
         stamp: Stamp,
         condition: Option<Expr>,
     ) -> Result<bool> {
-        let mut item = self.base_item(key, stamp);
-        item.extend(attrs);
         let mut written_chunks = None;
-        if let Some(Payload { format, data }) = payload {
-            item.insert(item::FORMAT.into(), s(format));
-            let overhead = item::item_size(&item) + item::VALUE.len() + INLINE_SUM_BYTES + 4;
-            if overhead + data.len() <= INLINE_LIMIT {
-                item.insert(item::CHECKSUM.into(), b(inline_sum(&data)));
-                item.insert(item::VALUE.into(), b(data));
-            } else {
+        let item = match self.inline_item(key, attrs, payload, stamp) {
+            Ok(item) => item,
+            Err((mut item, data)) => {
                 let head = self.write_chunks(key, &data, stamp).await?;
                 written_chunks = Some((head.version.clone(), head.count));
                 item.extend(head.into_attributes());
+                item
             }
-        }
+        };
         let outcome = self.inner.table.put_item(item, condition, true).await;
         match outcome {
             Ok(Put::Written { old }) => {
@@ -437,6 +460,29 @@ impl Store {
                 outcome.map(|_| false)
             }
         }
+    }
+
+    /// The item an entry is written as, when its payload fits inline; else the item without
+    /// its payload, and the payload to write in chunks.
+    pub(crate) fn inline_item(
+        &self,
+        key: &StoredKey,
+        attrs: Item,
+        payload: Option<Payload>,
+        stamp: Stamp,
+    ) -> std::result::Result<Item, (Item, Vec<u8>)> {
+        let mut item = self.base_item(key, stamp);
+        item.extend(attrs);
+        if let Some(Payload { format, data }) = payload {
+            item.insert(item::FORMAT.into(), s(format));
+            let overhead = item::item_size(&item) + item::VALUE.len() + INLINE_SUM_BYTES + 4;
+            if overhead + data.len() > INLINE_LIMIT {
+                return Err((item, data));
+            }
+            item.insert(item::CHECKSUM.into(), b(inline_sum(&data)));
+            item.insert(item::VALUE.into(), b(data));
+        }
+        Ok(item)
     }
 
     /// [`put`](Store::put) only if `when` holds. Returns false when it did not.
