@@ -61,6 +61,32 @@ pub struct Connection {
     /// Make no control-plane call: the table is assumed to exist (least-privilege IAM).
     #[arg(long, global = true)]
     pub assume_exists: bool,
+    /// Which namespace options were given rather than left at their defaults (set by `main`).
+    #[arg(skip)]
+    pub given: Given,
+}
+
+/// Whether `--namespace` and `--kv-namespace` were given, on the command line or in the
+/// environment, rather than left at their defaults (`table template --format iam` covers the
+/// namespaces named, or both defaults when none is).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Given {
+    pub namespace: bool,
+    pub kv_namespace: bool,
+}
+
+impl Given {
+    pub fn from_matches(matches: &clap::ArgMatches) -> Given {
+        let given = |id: &str| {
+            matches
+                .value_source(id)
+                .is_some_and(|s| s != clap::parser::ValueSource::DefaultValue)
+        };
+        Given {
+            namespace: given("namespace"),
+            kv_namespace: given("kv_namespace"),
+        }
+    }
 }
 
 /// Whether a command may create the table when it is missing.

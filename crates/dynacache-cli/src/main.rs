@@ -4,11 +4,12 @@ mod connect;
 mod demo;
 mod error;
 mod http_cmds;
+mod iam;
 mod kv_cmds;
 mod output;
 mod table_cmds;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use connect::Connection;
 use output::Output;
@@ -19,7 +20,7 @@ use output::Output;
 #[command(
     name = "dynacache",
     version,
-    after_help = "Examples:\n  dynacache demo\n  dynacache get https://example.com/ --output page.html\n  dynacache ls --url '*example.com*' --sort size\n  dynacache --endpoint-url http://127.0.0.1:8000 stats\n  dynacache --aws --region eu-west-1 --table prod_cache table validate\n\nExit codes: 0 success, 1 error, 2 bad usage, 3 not found, 4 DynamoDB unreachable or \
+    after_help = "Examples:\n  dynacache demo\n  dynacache get https://example.com/ --output page.html\n  dynacache ls --url '*example.com*' --sort size\n  dynacache --endpoint-url http://127.0.0.1:8000 stats\n  dynacache --aws --region eu-west-1 --table prod_cache table validate\n  dynacache table template --format iam --namespace tenant-a > policy.json\n\nExit codes: 0 success, 1 error, 2 bad usage, 3 not found, 4 DynamoDB unreachable or \
 credentials refused, 5 table missing or with the wrong schema, 6 the origin failed."
 )]
 struct Cli {
@@ -77,7 +78,11 @@ enum Command {
 
 fn main() {
     restore_sigpipe();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli =
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut Cli::command()).exit());
+    // `table template --format iam` covers the namespaces named, so it needs to know which were.
+    cli.connection.given = connect::Given::from_matches(&matches);
     cli.output.init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

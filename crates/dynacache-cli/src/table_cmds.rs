@@ -6,12 +6,17 @@ use serde_json::json;
 
 use crate::connect::{Connection, Creates};
 use crate::error::CliError;
+use crate::iam;
 use crate::output::Output;
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
+    /// The table, as an AWS CloudFormation template.
     Cloudformation,
+    /// The table, as Terraform.
     Terraform,
+    /// An IAM policy document (JSON) for the items of some namespaces of the table.
+    Iam,
 }
 
 #[derive(Debug, Subcommand)]
@@ -34,14 +39,41 @@ pub enum TableCommand {
         #[arg(long, short)]
         yes: bool,
     },
-    /// Print the table as infrastructure code: the exact schema dynacache expects.
+    /// Print the table as infrastructure code (the exact schema dynacache expects), or a
+    /// least-privilege IAM policy for some namespaces of it.
     #[command(
-        after_help = "Example:\n  dynacache table template --format terraform > dynacache.tf"
+        after_help = "Example:\n  dynacache table template --format terraform > dynacache.tf\n  \
+dynacache table template --format iam --namespace web --namespace sessions > policy.json\n  \
+dynacache --region eu-west-1 table template --format iam --account 123456789012 --allow-scan\n\n\
+The IAM policy grants GetItem, PutItem, UpdateItem, DeleteItem, BatchGetItem and BatchWriteItem \
+on the table, confined by dynamodb:LeadingKeys to the items of the namespaces: `NS:*`, `NS#*` \
+and `NS!*`. Scan names no partition key, so it cannot be confined: it is granted only with \
+--allow-scan, on the whole table, and listing, counting, clear, purge, stats and vacuum need it. \
+The policy grants no control-plane action: use --assume-exists (TablePolicy::AssumeExists). \
+See docs/iam.md."
     )]
     Template {
         /// The format.
         #[arg(long, value_enum, default_value = "cloudformation")]
         format: Format,
+        /// With `--format iam`: a namespace whose items the policy covers; repeat it for several.
+        /// The policy covers the namespaces given with `--namespace` and `--kv-namespace` (or
+        /// DYNACACHE_NAMESPACE and DYNACACHE_KV_NAMESPACE); when neither is given, `http` and `kv`.
+        #[arg(
+            long = "namespace",
+            id = "namespace",
+            value_name = "NAMESPACE",
+            action = clap::ArgAction::Append
+        )]
+        namespaces: Vec<String>,
+        /// With `--format iam`: the AWS account id in the table's ARN [default: ${AccountId}].
+        /// The region is `--region` [default: ${Region}].
+        #[arg(long, value_name = "ID")]
+        account: Option<String>,
+        /// With `--format iam`: also grant dynamodb:Scan, on the whole table: a Scan cannot be
+        /// confined to namespaces.
+        #[arg(long)]
+        allow_scan: bool,
     },
 }
 
@@ -94,22 +126,65 @@ pub async fn run(conn: &Connection, out: &Output, cmd: TableCommand) -> Result<(
             out.note(format!("deleted table {:?}", table.name()));
             Ok(())
         }
-        TableCommand::Template { format } => {
+        TableCommand::Template {
+            format,
+            namespaces,
+            account,
+            allow_scan,
+        } => {
+            if format != Format::Iam && (account.is_some() || allow_scan) {
+                return Err(CliError::new(
+                    "--account and --allow-scan go with --format iam",
+                    2,
+                ));
+            }
             let spec = Spec {
                 table: &conn.table,
                 key: "key",
                 ttl: "ttl",
             };
-            print!(
-                "{}",
-                match format {
-                    Format::Cloudformation => cloudformation(&spec),
-                    Format::Terraform => terraform(&spec),
+            let text = match format {
+                Format::Cloudformation => cloudformation(&spec),
+                Format::Terraform => terraform(&spec),
+                Format::Iam => {
+                    let printed = iam::policy(&iam::Request {
+                        table: &conn.table,
+                        namespaces: iam_namespaces(conn, namespaces),
+                        region: conn.region.as_deref(),
+                        account: account.as_deref(),
+                        allow_scan,
+                    })?;
+                    for note in &printed.notes {
+                        out.note(note);
+                    }
+                    printed.document
                 }
-            );
+            };
+            print!("{text}");
             Ok(())
         }
     }
+}
+
+/// The namespaces an IAM policy covers: those named with `--namespace` (as often as needed) and
+/// `--kv-namespace`, or, when neither is given, the defaults of both (`http` and `kv`).
+fn iam_namespaces(conn: &Connection, namespaces: Vec<String>) -> Vec<String> {
+    let given = conn.given;
+    if !given.namespace && !given.kv_namespace {
+        return vec![conn.namespace.clone(), conn.kv_namespace.clone()];
+    }
+    let mut all = Vec::new();
+    if given.namespace {
+        if namespaces.is_empty() {
+            all.push(conn.namespace.clone());
+        } else {
+            all.extend(namespaces);
+        }
+    }
+    if given.kv_namespace {
+        all.push(conn.kv_namespace.clone());
+    }
+    all
 }
 
 async fn describe(conn: &Connection, out: &Output, table: &Table) -> Result<(), CliError> {

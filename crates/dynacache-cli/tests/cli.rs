@@ -159,6 +159,8 @@ on_both_engines! {
     missing_table_is_explained => missing_table;
     wrong_schema_is_explained => wrong_schema;
     templates_match_the_table_the_code_creates => templates_match_created_table;
+    iam_policy_covers_every_key_a_namespace_writes => iam_keys_match_the_policy;
+    iam_policy_lets_a_namespace_workload_through_and_nothing_else => iam_enforced_workload;
 }
 
 fn demo_second_pass(place: &Place) {
@@ -423,7 +425,9 @@ fn inspect_after_demo(place: &Place) {
     assert_eq!(place.ok(&["kv", "get", "survivor"]).trim(), "1");
 }
 
-/// A tiny origin for `get`: `/fresh` (max-age), `/boom` (500).
+/// A tiny origin for `get`: `/fresh` (max-age), `/etag` (revalidation), `/vary` (a `Vary`
+/// response), `/large` (1 MiB that does not compress: stored as chunks), `/moved` (a permanent
+/// redirect to `/fresh`), `/boom` (500).
 fn start_origin() -> (String, std::sync::Arc<AtomicU32>) {
     use axum::routing::get;
     let hits = std::sync::Arc::new(AtomicU32::new(0));
@@ -454,6 +458,32 @@ fn start_origin() -> (String, std::sync::Arc<AtomicU32>) {
                     axum::http::StatusCode::OK,
                     [("etag", etag), ("cache-control", "max-age=600")],
                     "tagged",
+                )
+            }),
+        )
+        .route(
+            "/vary",
+            get(|| async {
+                (
+                    [
+                        ("cache-control", "max-age=600"),
+                        ("vary", "Accept-Language"),
+                    ],
+                    "varies\n",
+                )
+            }),
+        )
+        .route(
+            "/large",
+            get(|| async { ([("cache-control", "max-age=600")], noise(1 << 20, 7)) }),
+        )
+        .route(
+            "/moved",
+            get(|| async {
+                (
+                    axum::http::StatusCode::MOVED_PERMANENTLY,
+                    [("location", "/fresh"), ("cache-control", "max-age=600")],
+                    "",
                 )
             }),
         )
@@ -615,21 +645,30 @@ fn missing_table(place: &Place) {
     }
 }
 
-/// Makes the test's table with a sort key, through the library, on the test's engine.
-fn create_wrong_table(place: &Place) {
-    let rt = tokio::runtime::Builder::new_current_thread()
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
-    rt.block_on(async {
-        let b = dynacache::Table::builder()
-            .name(&place.table)
-            .policy(dynacache::TablePolicy::AssumeExists);
-        let b = match &place.engine {
-            Engine::Embedded(dir) => b.embedded_file(dir.path().join("cache.db")),
-            Engine::Local(url) => b.endpoint_url(url),
-        };
-        let table = b.open().await.unwrap();
+        .unwrap()
+}
+
+/// The test's table, through the library (the table is assumed to exist). On the embedded
+/// engine, open it only while no `dynacache` process of the test runs.
+async fn open_table(place: &Place) -> dynacache::Table {
+    let b = dynacache::Table::builder()
+        .name(&place.table)
+        .policy(dynacache::TablePolicy::AssumeExists);
+    let b = match &place.engine {
+        Engine::Embedded(dir) => b.embedded_file(dir.path().join("cache.db")),
+        Engine::Local(url) => b.endpoint_url(url),
+    };
+    b.open().await.unwrap()
+}
+
+/// Makes the test's table with a sort key, through the library, on the test's engine.
+fn create_wrong_table(place: &Place) {
+    runtime().block_on(async {
+        let table = open_table(place).await;
         use aws_sdk_dynamodb::types::{
             AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
         };
@@ -1054,4 +1093,897 @@ fn access_denied_is_explained() {
         );
         assert!(err.contains("Permissions, and AWS Lambda"), "{err}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// `table template --format iam`: a policy confined to namespaces by `dynamodb:LeadingKeys`.
+
+/// Bytes that do not compress (xorshift), so that a large value is stored as chunk items.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ seed.wrapping_mul(0xA24B_AED4_963E_E407);
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// IAM's `StringLike`: `*` matches any sequence of characters (none included), `?` exactly one;
+/// every other character itself, case-sensitively.
+fn string_like(value: &str, pattern: &str) -> bool {
+    let v: Vec<char> = value.chars().collect();
+    let p: Vec<char> = pattern.chars().collect();
+    let (mut i, mut j) = (0, 0);
+    // The last `*` seen, and where in the value it was tried against.
+    let mut star: Option<(usize, usize)> = None;
+    while i < v.len() {
+        if j < p.len() && (p[j] == '?' || (p[j] != '*' && p[j] == v[i])) {
+            i += 1;
+            j += 1;
+        } else if j < p.len() && p[j] == '*' {
+            star = Some((j, i));
+            j += 1;
+        } else if let Some((sj, si)) = star {
+            // Let the last `*` take one more character.
+            star = Some((sj, si + 1));
+            j = sj + 1;
+            i = si + 1;
+        } else {
+            return false;
+        }
+    }
+    p[j..].iter().all(|&c| c == '*')
+}
+
+#[test]
+fn iam_string_like_matches_as_iam_does() {
+    for (value, pattern, expected) in [
+        ("kv:user:1", "kv:*", true),
+        ("kv:", "kv:*", true),
+        ("kv#00ff", "kv:*", false),
+        ("kv2:user", "kv:*", false),
+        ("k:v", "kv:*", false),
+        ("kv", "kv:*", false),
+        ("abc", "a?c", true),
+        ("ac", "a?c", false),
+        ("abbc", "a?c", false),
+        ("abbc", "a*c", true),
+        ("abcbd", "a*b?", true),
+        ("abcbd", "*c*d", true),
+        ("abcbd", "*c*e", false),
+        ("", "*", true),
+        ("", "?", false),
+        ("KV:x", "kv:*", false),
+        ("é:x", "?:*", true),
+    ] {
+        assert_eq!(
+            string_like(value, pattern),
+            expected,
+            "{value:?} ~ {pattern:?}"
+        );
+    }
+}
+
+/// The `dynamodb:LeadingKeys` patterns of a policy's item statement.
+fn leading_key_patterns(policy: &Value) -> Vec<String> {
+    policy["Statement"][0]["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no LeadingKeys condition: {policy}"))
+        .iter()
+        .map(|p| p.as_str().unwrap().to_owned())
+        .collect()
+}
+
+const ITEM_ACTIONS: [&str; 6] = [
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:BatchGetItem",
+    "dynamodb:BatchWriteItem",
+];
+
+fn iam_policy(args: &[&str]) -> (Value, String) {
+    let out = bare_cmd().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let policy = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("{args:?} printed no JSON document ({e}):\n{stdout}"));
+    (policy, String::from_utf8(out.stderr).unwrap())
+}
+
+#[test]
+fn iam_policy_document_has_the_item_actions_confined_to_the_namespaces() {
+    // Without a namespace: both defaults, `http` (HTTP responses) and `kv` (key/value entries).
+    let (policy, notes) = iam_policy(&["table", "template", "--format", "iam"]);
+    assert_eq!(policy["Version"], "2012-10-17");
+    let statements = policy["Statement"].as_array().unwrap();
+    assert_eq!(statements.len(), 1, "no Scan unless asked: {policy}");
+    let items = &statements[0];
+    assert_eq!(items["Effect"], "Allow");
+    assert_eq!(items["Action"], serde_json::json!(ITEM_ACTIONS));
+    assert_eq!(
+        items["Resource"],
+        "arn:aws:dynamodb:${Region}:${AccountId}:table/dynacache"
+    );
+    assert_eq!(
+        leading_key_patterns(&policy),
+        ["http:*", "http#*", "http!*", "kv:*", "kv#*", "kv!*"]
+    );
+    // A request that names no partition key is not let through by an empty "for all values".
+    assert_eq!(items["Condition"]["Null"]["dynamodb:LeadingKeys"], "false");
+    assert_eq!(items["Condition"].as_object().unwrap().len(), 2);
+    assert!(!policy.to_string().contains("Scan\""), "{policy}");
+    assert!(
+        notes.contains("dynamodb:Scan is not granted"),
+        "the notes say why: {notes}"
+    );
+    assert!(notes.contains("--assume-exists"), "{notes}");
+    assert!(notes.contains("${Region}"), "{notes}");
+
+    // Namespaces named, region, account, table, and Scan asked for.
+    let (policy, notes) = iam_policy(&[
+        "--table",
+        "tenant_cache",
+        "--region",
+        "eu-west-1",
+        "table",
+        "template",
+        "--format",
+        "iam",
+        "--namespace",
+        "acme",
+        "--namespace",
+        "acme/kv",
+        "--account",
+        "123456789012",
+        "--allow-scan",
+    ]);
+    let arn = "arn:aws:dynamodb:eu-west-1:123456789012:table/tenant_cache";
+    assert_eq!(policy["Statement"][0]["Resource"], arn);
+    assert_eq!(
+        leading_key_patterns(&policy),
+        [
+            "acme:*",
+            "acme#*",
+            "acme!*",
+            "acme/kv:*",
+            "acme/kv#*",
+            "acme/kv!*"
+        ]
+    );
+    let scan = &policy["Statement"][1];
+    assert_eq!(scan["Effect"], "Allow");
+    assert_eq!(scan["Action"], serde_json::json!(["dynamodb:Scan"]));
+    assert_eq!(scan["Resource"], arn);
+    assert!(
+        scan.get("Condition").is_none(),
+        "a LeadingKeys condition cannot confine a Scan: {scan}"
+    );
+    assert!(notes.contains("WHOLE table"), "{notes}");
+    assert!(!notes.contains("${Region}"), "{notes}");
+
+    // The connection's namespace options, on the command line or in the environment: the
+    // namespaces named, and only those.
+    for (env, args, expected) in [
+        (
+            None,
+            &["--namespace", "web", "--kv-namespace", "sessions"][..],
+            &["web", "sessions"][..],
+        ),
+        (None, &["--kv-namespace", "sessions"], &["sessions"]),
+        (None, &["--namespace", "web"], &["web"]),
+        (Some(("DYNACACHE_NAMESPACE", "envweb")), &[], &["envweb"]),
+        (Some(("DYNACACHE_KV_NAMESPACE", "envkv")), &[], &["envkv"]),
+    ] {
+        let mut cmd = bare_cmd();
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        let out = cmd
+            .args(args)
+            .args(["table", "template", "--format", "iam"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{env:?} {args:?}");
+        let policy: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let expected: Vec<String> = expected
+            .iter()
+            .flat_map(|ns| [format!("{ns}:*"), format!("{ns}#*"), format!("{ns}!*")])
+            .collect();
+        assert_eq!(leading_key_patterns(&policy), expected, "{env:?} {args:?}");
+    }
+    // The partition follows the region.
+    let (policy, _) = iam_policy(&[
+        "--region",
+        "cn-north-1",
+        "table",
+        "template",
+        "--format",
+        "iam",
+    ]);
+    assert!(
+        policy["Statement"][0]["Resource"]
+            .as_str()
+            .unwrap()
+            .starts_with("arn:aws-cn:dynamodb:cn-north-1:${AccountId}:table/"),
+        "{policy}"
+    );
+
+    // What would widen the policy is refused: IAM wildcards in a namespace or the table name,
+    // a namespace dynacache refuses, an account that is not one.
+    for args in [
+        &["--namespace", "acme*"][..],
+        &["--namespace", "ac?me"],
+        &["--namespace", "*"],
+        &["--namespace", "a:b"],
+        &["--namespace", ""],
+        &["--kv-namespace", "kv*"],
+        &["--account", "12345"],
+        &["--table", "cache*"],
+    ] {
+        let out = bare_cmd()
+            .args(["table", "template", "--format", "iam"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}: no document");
+    }
+    let out = bare_cmd()
+        .args([
+            "table",
+            "template",
+            "--format",
+            "iam",
+            "--namespace",
+            "ac?me",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("wildcards of IAM's StringLike"), "{err}");
+    let out = bare_cmd()
+        .args(["table", "template", "--format", "terraform", "--allow-scan"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "--allow-scan is for --format iam"
+    );
+}
+
+#[test]
+fn iam_namespace_rule_is_the_library_rule() {
+    // The CLI refuses exactly the namespaces the library refuses (and so every namespace with
+    // an IAM wildcard, `*` or `?`, or a key separator, `:`, `#` or `!`).
+    let rt = runtime();
+    let table = rt.block_on(async { dynacache::Table::builder().open().await.unwrap() });
+    let mut candidates: Vec<String> = (0x20u8..0x7f).map(|b| format!("n{}s", b as char)).collect();
+    candidates.extend(["é".to_owned(), "n".repeat(64), "n".repeat(65)]);
+    for ns in &candidates {
+        let library = dynacache::Cache::builder()
+            .namespace(ns)
+            .build(table.clone())
+            .is_ok();
+        let http_library = dynacache::http::HttpCache::builder()
+            .namespace(ns)
+            .build(table.clone())
+            .is_ok();
+        assert_eq!(library, http_library, "{ns:?}");
+        let out = bare_cmd()
+            .args(["table", "template", "--format", "iam", "--namespace", ns])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.success(),
+            library,
+            "namespace {ns:?}: the CLI and the library disagree ({})",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if ns.contains(['*', '?']) {
+            assert!(!library, "{ns:?}");
+        }
+    }
+}
+
+#[test]
+fn iam_docs_show_the_policy_the_tool_prints() {
+    let printed = bare_cmd()
+        .args(["table", "template", "--format", "iam"])
+        .output()
+        .unwrap();
+    let docs = std::fs::read_to_string(repo_file("docs/iam.md")).unwrap();
+    assert!(
+        docs.contains(&*String::from_utf8_lossy(&printed.stdout)),
+        "docs/iam.md does not show `dynacache table template --format iam` as it prints now"
+    );
+}
+
+/// The namespaces of the tenant the policy is for, and neighbours that share the table and
+/// begin like them.
+const TENANT_HTTP: &str = "acme";
+const TENANT_KV: &str = "acme/kv";
+const OTHER_HTTP: &str = "acme2";
+const OTHER_KV: &str = "acme/kv2";
+
+/// The namespace a partition key belongs to: what comes before the first separator.
+fn namespace_of(pk: &str) -> &str {
+    let end = pk
+        .find([':', '#', '!'])
+        .unwrap_or_else(|| panic!("{pk:?} is in no namespace"));
+    &pk[..end]
+}
+
+/// Key/value work of one namespace through the library: a binary key (hashed), a large value
+/// (chunked) replaced by another, an atomic add, a counter, batched reads and writes.
+async fn kv_library_workload(table: &dynacache::Table, ns: &str) {
+    let cache = dynacache::Cache::builder()
+        .namespace(ns)
+        .build(table.clone())
+        .unwrap();
+    cache
+        .set(&[0xff_u8, 0xfe, 0x00][..], &"binary")
+        .await
+        .unwrap();
+    assert_eq!(
+        cache
+            .get::<String>(&[0xff_u8, 0xfe, 0x00][..])
+            .await
+            .unwrap(),
+        Some("binary".to_owned())
+    );
+    for seed in [1, 2] {
+        let big = noise(700 * 1024, seed);
+        cache.set("big", &big).await.unwrap();
+        assert_eq!(cache.get::<Vec<u8>>("big").await.unwrap(), Some(big));
+    }
+    cache.set("big2", &noise(500 * 1024, 3)).await.unwrap();
+    assert!(cache.delete("big2").await.unwrap());
+    assert!(cache.add("once", &1).await.unwrap());
+    assert!(!cache.add("once", &2).await.unwrap());
+    assert_eq!(cache.inc("counter", 1).await.unwrap(), 1);
+    assert_eq!(cache.inc("counter", 2).await.unwrap(), 3);
+    cache
+        .set_many([("m1", 1), ("m2", 2)], dynacache::Expiry::Never)
+        .await
+        .unwrap();
+    let got: Vec<Option<i32>> = cache.get_many(["m1", "m2", "absent"]).await.unwrap();
+    assert_eq!(got, [Some(1), Some(2), None]);
+    cache.delete_many(["m2", "absent"]).await.unwrap();
+    assert_eq!(cache.get::<i32>("m2").await.unwrap(), None);
+}
+
+/// The same work through the CLI: a short key, a key over 2 KB (stored under its hash), reads,
+/// a delete.
+fn kv_cli_workload(place: &Place, extra: &[&str], ns: &str) {
+    let long_key = "k".repeat(2100);
+    let run = |args: &[&str]| {
+        let mut all: Vec<&str> = extra.to_vec();
+        all.extend(["--kv-namespace", ns]);
+        all.extend(args);
+        place.ok(&all)
+    };
+    run(&["kv", "set", "short", "\"value\""]);
+    run(&["kv", "set", &long_key, "{\"n\": 1}"]);
+    assert_eq!(run(&["kv", "get", "short"]).trim(), "\"value\"");
+    assert_eq!(run(&["kv", "get", &long_key]).trim(), "{\"n\":1}");
+    run(&["kv", "set", "temporary", "1"]);
+    run(&["kv", "del", "temporary"]);
+}
+
+/// HTTP work of one namespace through `dynacache get`: a response stored then hit, one
+/// revalidated (a 304 updates it), a `Vary` response, a 1 MiB body (chunks) stored, hit and
+/// replaced, a redirect.
+fn http_cli_workload(place: &Place, extra: &[&str], ns: &str, origin: &str) {
+    let get = |path: &str, flags: &[&str]| -> Value {
+        let url = format!("{origin}{path}");
+        let mut all: Vec<&str> = extra.to_vec();
+        all.extend(["--namespace", ns, "get", &url, "--json"]);
+        all.extend(flags);
+        json_lines(&place.ok(&all)).remove(0)
+    };
+    for path in ["/fresh", "/vary", "/large", "/moved"] {
+        assert_eq!(get(path, &[])["outcome"], "miss", "{path}");
+        assert_eq!(get(path, &[])["outcome"], "hit", "{path}");
+    }
+    assert_eq!(get("/large", &["--force-refresh"])["outcome"], "miss");
+    assert_eq!(get("/large", &[])["size"], 1 << 20);
+    get("/etag", &[]);
+    assert_eq!(get("/etag", &["--refresh"])["outcome"], "revalidated");
+}
+
+/// Every partition key in the table, read with the raw SDK (a Scan to the last page).
+async fn all_partition_keys(table: &dynacache::Table) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut start = None;
+    loop {
+        let page = table
+            .client()
+            .scan()
+            .table_name(table.name())
+            .projection_expression("#k")
+            .expression_attribute_names("#k", table.key_attribute())
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .unwrap();
+        for item in page.items() {
+            keys.push(
+                item[table.key_attribute()]
+                    .as_s()
+                    .expect("string partition keys")
+                    .clone(),
+            );
+        }
+        start = page.last_evaluated_key().cloned();
+        if start.is_none() {
+            return keys;
+        }
+    }
+}
+
+/// What a namespace's workload writes is all matched by the policy printed for it, and what the
+/// neighbouring namespaces write in the same table is not.
+fn iam_keys_match_the_policy(place: &Place) {
+    let (origin, _) = start_origin();
+    // The tenant: the demo (Vary variants, a redirect alias, a 2 MiB chunked body, a
+    // revalidation), `get`, and key/value work through the CLI and the library.
+    place.ok(&["demo", "--demo-namespace", TENANT_HTTP]);
+    http_cli_workload(place, &[], TENANT_HTTP, &origin);
+    kv_cli_workload(place, &[], TENANT_KV);
+    // Its neighbours, in the same table.
+    place.ok(&["demo", "--demo-namespace", OTHER_HTTP, "--passes", "1"]);
+    http_cli_workload(place, &[], OTHER_HTTP, &origin);
+    kv_cli_workload(place, &[], OTHER_KV);
+    place.ok(&["--kv-namespace", "acm", "kv", "set", "x", "1"]);
+    place.ok(&["kv", "set", "x", "1"]);
+
+    let policy: Value = serde_json::from_str(&place.ok(&[
+        "--namespace",
+        TENANT_HTTP,
+        "--kv-namespace",
+        TENANT_KV,
+        "table",
+        "template",
+        "--format",
+        "iam",
+    ]))
+    .unwrap();
+    assert!(
+        policy["Statement"][0]["Resource"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!(":table/{}", place.table))
+    );
+    let patterns = leading_key_patterns(&policy);
+    let allowed = |pk: &str| patterns.iter().any(|p| string_like(pk, p));
+
+    let keys = runtime().block_on(async {
+        let table = open_table(place).await;
+        kv_library_workload(&table, TENANT_KV).await;
+        kv_library_workload(&table, OTHER_KV).await;
+        all_partition_keys(&table).await
+    });
+    let mut tenant_keys = 0;
+    for pk in &keys {
+        let ns = namespace_of(pk);
+        if ns == TENANT_HTTP || ns == TENANT_KV {
+            tenant_keys += 1;
+            assert!(
+                allowed(pk),
+                "{pk:?} of the tenant is not matched by {patterns:?}"
+            );
+        } else {
+            assert!(
+                !allowed(pk),
+                "{pk:?} of namespace {ns:?} is matched by {patterns:?}"
+            );
+        }
+    }
+    // The workload wrote every kind of key: readable, hashed, chunks, in both of the tenant's
+    // namespaces, and the neighbours wrote theirs.
+    for prefix in [
+        "acme:",
+        "acme!",
+        "acme/kv:",
+        "acme/kv#",
+        "acme/kv!",
+        "acme2:",
+        "acme2!",
+        "acme/kv2#",
+        "acme/kv2!",
+        "acm:",
+        "kv:",
+    ] {
+        assert!(
+            keys.iter().any(|k| k.starts_with(prefix)),
+            "no key starts with {prefix:?}: {keys:?}"
+        );
+    }
+    assert!(
+        tenant_keys >= 20,
+        "{tenant_keys} keys of the tenant: {keys:?}"
+    );
+}
+
+/// One request the IAM stand-in saw.
+#[derive(Debug, Clone)]
+struct Call {
+    action: String,
+    leading_keys: Vec<String>,
+    allowed: bool,
+}
+
+/// A stand-in for DynamoDB behind IAM: it evaluates each request against a policy printed by
+/// `table template --format iam`, as IAM evaluates an identity-based policy (default deny; an
+/// Allow statement applies when its action and resource match and every condition holds), then
+/// forwards what is allowed to a real engine and answers AccessDeniedException to the rest.
+struct IamStandIn {
+    url: String,
+    policy: std::sync::Arc<std::sync::Mutex<Value>>,
+    calls: std::sync::Arc<std::sync::Mutex<Vec<Call>>>,
+}
+
+const STAND_IN_REGION: &str = "us-east-1";
+const STAND_IN_ACCOUNT: &str = "123456789012";
+
+/// The partition keys a request names: `dynamodb:LeadingKeys` as IAM computes it.
+fn request_leading_keys(action: &str, body: &Value, key_attr: &str) -> Vec<String> {
+    let key_of = |key: &Value| key[key_attr]["S"].as_str().map(str::to_owned);
+    let mut keys = Vec::new();
+    match action {
+        "dynamodb:GetItem" | "dynamodb:DeleteItem" | "dynamodb:UpdateItem" => {
+            keys.extend(key_of(&body["Key"]))
+        }
+        "dynamodb:PutItem" => keys.extend(key_of(&body["Item"])),
+        "dynamodb:BatchGetItem" => {
+            for table in body["RequestItems"].as_object().into_iter().flatten() {
+                for k in table.1["Keys"].as_array().into_iter().flatten() {
+                    keys.extend(key_of(k));
+                }
+            }
+        }
+        "dynamodb:BatchWriteItem" => {
+            for table in body["RequestItems"].as_object().into_iter().flatten() {
+                for w in table.1.as_array().into_iter().flatten() {
+                    keys.extend(key_of(&w["PutRequest"]["Item"]));
+                    keys.extend(key_of(&w["DeleteRequest"]["Key"]));
+                }
+            }
+        }
+        _ => {}
+    }
+    keys
+}
+
+fn request_table(body: &Value) -> Option<String> {
+    body["TableName"].as_str().map(str::to_owned).or_else(|| {
+        body["RequestItems"]
+            .as_object()
+            .and_then(|m| m.keys().next().cloned())
+    })
+}
+
+/// IAM's evaluation of an identity-based policy of Allow statements, for the condition operators
+/// the printed policies use (any other is a test failure).
+fn iam_allows(policy: &Value, action: &str, resource: &str, leading_keys: &[String]) -> bool {
+    let listed = |v: &Value| -> Vec<String> {
+        match v {
+            Value::String(s) => vec![s.clone()],
+            Value::Array(a) => a.iter().map(|s| s.as_str().unwrap().to_owned()).collect(),
+            _ => panic!("not a string or a list: {v}"),
+        }
+    };
+    policy["Statement"].as_array().unwrap().iter().any(|st| {
+        assert_eq!(st["Effect"], "Allow", "{st}");
+        if !listed(&st["Action"]).iter().any(|a| string_like(action, a))
+            || !listed(&st["Resource"])
+                .iter()
+                .any(|r| string_like(resource, r))
+        {
+            return false;
+        }
+        let Some(conditions) = st.get("Condition") else {
+            return true;
+        };
+        conditions.as_object().unwrap().iter().all(|(op, keys)| {
+            keys.as_object().unwrap().iter().all(|(key, values)| {
+                assert_eq!(key, "dynamodb:LeadingKeys", "{st}");
+                match op.as_str() {
+                    // True when every value matches a pattern, and so when there is none.
+                    "ForAllValues:StringLike" => leading_keys
+                        .iter()
+                        .all(|k| listed(values).iter().any(|p| string_like(k, p))),
+                    "Null" => match values.as_str().unwrap() {
+                        "false" => !leading_keys.is_empty(),
+                        _ => leading_keys.is_empty(),
+                    },
+                    _ => panic!("the stand-in does not evaluate {op}"),
+                }
+            })
+        })
+    })
+}
+
+fn start_iam_stand_in(backend: String, key_attr: &'static str) -> IamStandIn {
+    use std::sync::{Arc, Mutex};
+    let policy = Arc::new(Mutex::new(Value::Null));
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let (p, c) = (policy.clone(), calls.clone());
+    let client = reqwest::Client::new();
+    let app = axum::Router::new().fallback(
+        move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let (policy, calls, client, backend) =
+                (p.clone(), c.clone(), client.clone(), backend.clone());
+            async move {
+                use axum::response::IntoResponse;
+                let target = headers
+                    .get("x-amz-target")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                let action = format!("dynamodb:{}", target.rsplit('.').next().unwrap_or(""));
+                let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let resource = format!(
+                    "arn:aws:dynamodb:{STAND_IN_REGION}:{STAND_IN_ACCOUNT}:table/{}",
+                    request_table(&request).unwrap_or_default()
+                );
+                let leading_keys = request_leading_keys(&action, &request, key_attr);
+                let allowed = {
+                    let policy = policy.lock().unwrap();
+                    iam_allows(&policy, &action, &resource, &leading_keys)
+                };
+                calls.lock().unwrap().push(Call {
+                    action: action.clone(),
+                    leading_keys,
+                    allowed,
+                });
+                if !allowed {
+                    let message = format!(
+                        "User: arn:aws:sts::{STAND_IN_ACCOUNT}:assumed-role/tenant/test is not \
+                         authorized to perform: {action} on resource: {resource} because no \
+                         identity-based policy allows the {action} action"
+                    );
+                    return (
+                        axum::http::StatusCode::BAD_REQUEST,
+                        [("content-type", "application/x-amz-json-1.0")],
+                        serde_json::json!({
+                            "__type": "com.amazon.coral.service#AccessDeniedException",
+                            "message": message,
+                        })
+                        .to_string(),
+                    )
+                        .into_response();
+                }
+                let mut forward = client.post(&backend).body(body);
+                for (name, value) in &headers {
+                    if name != "host" && name != "content-length" {
+                        forward = forward.header(name.as_str(), value.as_bytes());
+                    }
+                }
+                let answer = forward
+                    .send()
+                    .await
+                    .expect("the engine behind the stand-in");
+                let status = answer.status().as_u16();
+                let mut response = axum::response::Response::builder().status(status);
+                for (name, value) in answer.headers() {
+                    if !matches!(
+                        name.as_str(),
+                        "content-length" | "transfer-encoding" | "connection"
+                    ) {
+                        response = response.header(name.as_str(), value.as_bytes());
+                    }
+                }
+                let bytes = answer.bytes().await.expect("the engine's answer");
+                response.body(axum::body::Body::from(bytes)).unwrap()
+            }
+        },
+    );
+    IamStandIn {
+        url: format!("http://{}", serve(app)),
+        policy,
+        calls,
+    }
+}
+
+impl IamStandIn {
+    fn set_policy(&self, policy: Value) {
+        *self.policy.lock().unwrap() = policy;
+    }
+
+    /// The calls seen since the last time, forgetting them.
+    fn take_calls(&self) -> Vec<Call> {
+        std::mem::take(&mut *self.calls.lock().unwrap())
+    }
+}
+
+/// The engine behind the stand-in: DynamoDB Local itself, or the embedded engine (dynoxide)
+/// served over HTTP from the test process.
+fn backend_url(place: &Place) -> String {
+    match &place.engine {
+        Engine::Local(url) => url.clone(),
+        Engine::Embedded(dir) => {
+            let db =
+                dynoxide::Database::new(dir.path().join("backend.db").to_str().unwrap()).unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                runtime().block_on(async move {
+                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                    tx.send(listener.local_addr().unwrap()).unwrap();
+                    dynoxide::server::serve_on(listener, db).await;
+                });
+            });
+            format!("http://{}", rx.recv().unwrap())
+        }
+    }
+}
+
+/// Under the policy printed for a tenant's namespaces, the tenant's whole workload runs with no
+/// request refused, and whatever reaches beyond its namespaces is refused: Scan (listing,
+/// counting, clearing) unless `--allow-scan`, other namespaces' items, control-plane calls.
+fn iam_enforced_workload(place: &Place) {
+    let backend = backend_url(place);
+    bare_cmd()
+        .args([
+            "--endpoint-url",
+            &backend,
+            "--table",
+            &place.table,
+            "table",
+            "create",
+        ])
+        .assert()
+        .success();
+    let stand_in = start_iam_stand_in(backend, "key");
+    let (origin, _) = start_origin();
+    let policy_for = |extra: &[&str]| -> Value {
+        let mut args = vec![
+            "--table",
+            &place.table,
+            "--region",
+            STAND_IN_REGION,
+            "--namespace",
+            TENANT_HTTP,
+            "--kv-namespace",
+            TENANT_KV,
+            "table",
+            "template",
+            "--format",
+            "iam",
+            "--account",
+            STAND_IN_ACCOUNT,
+        ];
+        args.extend(extra);
+        iam_policy(&args).0
+    };
+    stand_in.set_policy(policy_for(&[]));
+    // The CLI, through the stand-in, without control-plane calls.
+    let through = Place {
+        engine: Engine::Local(stand_in.url.clone()),
+        table: place.table.clone(),
+    };
+    let tenant_flags = ["--assume-exists"];
+
+    http_cli_workload(&through, &tenant_flags, TENANT_HTTP, &origin);
+    kv_cli_workload(&through, &tenant_flags, TENANT_KV);
+    runtime().block_on(async {
+        let table = open_table(&through).await;
+        kv_library_workload(&table, TENANT_KV).await;
+    });
+    let calls = stand_in.take_calls();
+    let refused: Vec<&Call> = calls.iter().filter(|c| !c.allowed).collect();
+    assert!(
+        refused.is_empty(),
+        "the tenant's workload was refused: {refused:?}"
+    );
+    let mut actions: Vec<&str> = calls.iter().map(|c| c.action.as_str()).collect();
+    actions.sort();
+    actions.dedup();
+    let mut expected = ITEM_ACTIONS.to_vec();
+    expected.sort();
+    assert_eq!(
+        actions, expected,
+        "the workload uses every action granted, and no other"
+    );
+    assert!(calls.iter().all(|c| !c.leading_keys.is_empty()));
+
+    // Scan is refused: listing, counting, clearing, purging, the demo (it clears its namespace).
+    for args in [
+        &["--kv-namespace", TENANT_KV, "kv", "ls"][..],
+        &["--namespace", TENANT_HTTP, "ls"],
+        &["--namespace", TENANT_HTTP, "stats"],
+        &["--namespace", TENANT_HTTP, "purge", "--expired"],
+        &["--namespace", TENANT_HTTP, "clear", "--yes"],
+        &["demo", "--demo-namespace", TENANT_HTTP, "--passes", "1"],
+    ] {
+        let mut all = tenant_flags.to_vec();
+        all.extend(args);
+        let err = through.fails(&all, 4);
+        assert!(err.contains("access denied"), "{args:?}: {err}");
+        assert!(err.contains("dynamodb:Scan"), "{args:?}: {err}");
+    }
+    // Another namespace's items are refused, through the CLI and the library.
+    let err = through.fails(
+        &[
+            "--assume-exists",
+            "--kv-namespace",
+            OTHER_KV,
+            "kv",
+            "set",
+            "x",
+            "1",
+        ],
+        4,
+    );
+    assert!(err.contains("dynamodb:PutItem"), "{err}");
+    through.fails(
+        &["--assume-exists", "--kv-namespace", "acm", "kv", "get", "x"],
+        4,
+    );
+    runtime().block_on(async {
+        let table = open_table(&through).await;
+        let other = dynacache::Cache::builder()
+            .namespace(OTHER_KV)
+            .build(table)
+            .unwrap();
+        let err = other.set("x", &1).await.unwrap_err();
+        assert!(format!("{err}").contains("not authorized"), "{err}");
+    });
+    // An HTTP cache that may not store serves from the origin (a cache failure never fails the
+    // request), and every one of its calls was refused.
+    stand_in.take_calls();
+    let out = json_lines(&through.ok(&[
+        "--assume-exists",
+        "--namespace",
+        OTHER_HTTP,
+        "get",
+        &format!("{origin}/fresh"),
+        "--json",
+    ]));
+    assert_eq!(out[0]["status"], 200);
+    let calls = stand_in.take_calls();
+    assert!(
+        !calls.is_empty() && calls.iter().all(|c| !c.allowed),
+        "{calls:?}"
+    );
+    assert!(
+        calls
+            .iter()
+            .flat_map(|c| &c.leading_keys)
+            .all(|k| namespace_of(k) == OTHER_HTTP),
+        "{calls:?}"
+    );
+    // Without --assume-exists, the CLI checks the table first: DescribeTable, not granted.
+    let err = through.fails(&["--kv-namespace", TENANT_KV, "kv", "get", "short"], 4);
+    assert!(err.contains("dynamodb:DescribeTable"), "{err}");
+
+    // With --allow-scan, the listing and maintenance commands work, and stay in the namespace.
+    stand_in.set_policy(policy_for(&["--allow-scan"]));
+    stand_in.take_calls();
+    let listed = through.ok(&["--assume-exists", "--kv-namespace", TENANT_KV, "kv", "ls"]);
+    for key in ["short", "counter", "big", "once", "m1"] {
+        assert!(listed.lines().any(|l| l == key), "{key} not in:\n{listed}");
+    }
+    through.ok(&["--assume-exists", "demo", "--demo-namespace", TENANT_HTTP]);
+    through.ok(&["--assume-exists", "--namespace", TENANT_HTTP, "stats"]);
+    through.ok(&[
+        "--assume-exists",
+        "--namespace",
+        TENANT_HTTP,
+        "clear",
+        "--yes",
+    ]);
+    let calls = stand_in.take_calls();
+    assert!(calls.iter().all(|c| c.allowed), "{calls:?}");
+    assert!(calls.iter().any(|c| c.action == "dynamodb:Scan"));
 }
