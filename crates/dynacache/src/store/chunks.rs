@@ -288,45 +288,58 @@ impl Store {
         consistent: bool,
     ) -> Result<Option<Vec<u8>>> {
         let ns = &self.inner.namespace;
-        let keys: Vec<String> = range.map(|i| chunk_key(ns, &head.version, i)).collect();
-        let key_attr = self.inner.table.key_attribute();
-        // The calls are made up front (no closure inside the stream), which keeps this future
-        // `Send` for every caller.
-        let calls: Vec<_> = keys
-            .chunks(CHUNKS_PER_CALL)
-            .map(|g| {
-                self.inner
-                    .table
-                    .batch_get_sized(g.to_vec(), consistent, CHUNKS_PER_CALL)
-            })
-            .collect();
-        let pages: Vec<Vec<Item>> = futures::stream::iter(calls)
-            .buffered(CHUNK_CALLS_IN_FLIGHT)
-            .try_collect()
-            .await?;
-        let mut by_key: HashMap<String, Item> = pages
-            .into_iter()
-            .flatten()
-            .filter_map(|i| Some((get_s(&i, key_attr)?.to_owned(), i)))
-            .collect();
+        let table = &self.inner.table;
+        let key_attr = table.key_attribute();
+        let count = range.end.saturating_sub(range.start) as usize;
         let expected = head
             .chunk_size
-            .map_or(head.size, |cz| (keys.len() * cz).min(head.size));
+            .map_or(head.size, |cz| count.saturating_mul(cz).min(head.size));
         let mut data = Vec::with_capacity(expected);
-        for k in &keys {
-            let Some(mut chunk) = by_key.remove(k) else {
-                return Ok(None);
-            };
-            let Some(piece) = take_b(&mut chunk, item::DATA) else {
-                return Ok(None);
-            };
-            if get_b(&chunk, item::CHECKSUM) != Some(chunk_sum(&piece).as_slice()) {
-                return Err(Error::corrupt(pk, "a chunk does not match its checksum"));
+        // Batches are asked for a few at a time, in order, and the read stops at the first
+        // missing chunk: a head naming chunks that are not there (a forged count, a value
+        // replaced meanwhile) costs a few calls, not one per chunk it names. Calls are made as
+        // they are needed, never all up front (no closure inside a stream: it keeps this
+        // future `Send` for every caller).
+        let mut in_flight = futures::stream::FuturesOrdered::new();
+        let mut groups = std::collections::VecDeque::new();
+        let mut next = range.start;
+        loop {
+            while in_flight.len() < CHUNK_CALLS_IN_FLIGHT && next < range.end {
+                let end = range.end.min(next.saturating_add(CHUNKS_PER_CALL as u32));
+                let keys: Vec<String> = (next..end)
+                    .map(|i| chunk_key(ns, &head.version, i))
+                    .collect();
+                in_flight.push_back(table.batch_get_sized(
+                    keys.clone(),
+                    consistent,
+                    CHUNKS_PER_CALL,
+                ));
+                groups.push_back(keys);
+                next = end;
             }
-            if data.len() + piece.len() > head.size {
-                return Err(Error::corrupt(pk, "chunks longer than their head says"));
+            let Some(page) = in_flight.try_next().await? else {
+                break;
+            };
+            let keys: Vec<String> = groups.pop_front().unwrap_or_default();
+            let mut by_key: HashMap<String, Item> = page
+                .into_iter()
+                .filter_map(|i| Some((get_s(&i, key_attr)?.to_owned(), i)))
+                .collect();
+            for k in &keys {
+                let Some(mut chunk) = by_key.remove(k) else {
+                    return Ok(None);
+                };
+                let Some(piece) = take_b(&mut chunk, item::DATA) else {
+                    return Ok(None);
+                };
+                if get_b(&chunk, item::CHECKSUM) != Some(chunk_sum(&piece).as_slice()) {
+                    return Err(Error::corrupt(pk, "a chunk does not match its checksum"));
+                }
+                if data.len() + piece.len() > head.size {
+                    return Err(Error::corrupt(pk, "chunks longer than their head says"));
+                }
+                data.extend_from_slice(&piece);
             }
-            data.extend_from_slice(&piece);
         }
         Ok(Some(data))
     }
@@ -338,9 +351,26 @@ impl Store {
         if let (Some(version), Some(Ok(count))) =
             (get_s(old, item::CHUNK_VERSION), get_i64(old, item::CHUNKS))
             && (1..=1_000_000).contains(&count)
+            && self.names_real_chunks(version, count as u32).await
         {
             self.remove_chunks(version, count as u32).await;
         }
+    }
+
+    /// Whether a head naming many chunks names chunks that exist: its last one is there. A
+    /// forged or damaged head claiming a million chunks must not turn into a million deletes or
+    /// updates; if its last chunk is missing, the chunks it names are left to their TTL and
+    /// [`vacuum`](Store::vacuum). One small read, only for heads naming more than a few chunks.
+    async fn names_real_chunks(&self, version: &str, count: u32) -> bool {
+        const CHECK_ABOVE: u32 = 32;
+        if count <= CHECK_ABOVE {
+            return true;
+        }
+        let last = chunk_key(&self.inner.namespace, version, count - 1);
+        matches!(
+            self.inner.table.get_item(&last, Some(&[]), true).await,
+            Ok(Some(_))
+        )
     }
 
     /// Gives the chunks named by `head` the TTL of a new expiry (`None`: never), after the
@@ -353,7 +383,8 @@ impl Store {
         ) else {
             return Ok(());
         };
-        if !(1..=1_000_000).contains(&count) {
+        if !(1..=1_000_000).contains(&count) || !self.names_real_chunks(version, count as u32).await
+        {
             return Ok(());
         }
         let table = &self.inner.table;
