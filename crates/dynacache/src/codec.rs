@@ -92,6 +92,19 @@ pub(crate) fn decode<T: DeserializeOwned>(
     })
 }
 
+/// The MessagePack bytes of a stored payload (decompressed when it was compressed), to decode
+/// with `FORMAT_PLAIN` as often as needed.
+pub(crate) fn plain(key: &str, format: &str, data: Vec<u8>, max_size: usize) -> Result<Vec<u8>> {
+    match format {
+        FORMAT_PLAIN => Ok(data),
+        FORMAT_ZSTD => decompress(key, &data, max_size),
+        other => Err(Error::corrupt(
+            key,
+            format!("unknown value format {other:?}"),
+        )),
+    }
+}
+
 /// Decodes a counter as the requested type (any type that deserializes from an integer).
 pub(crate) fn decode_counter<T: DeserializeOwned>(key: &str, n: i64) -> Result<T> {
     let data = rmp_serde::to_vec(&n).map_err(|e| Error::Serialize(Box::new(e)))?;

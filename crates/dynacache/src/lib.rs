@@ -65,6 +65,7 @@ pub mod http;
 mod kv;
 mod store;
 mod table;
+mod tier;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
@@ -76,3 +77,4 @@ pub use table::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_OPERATION_TIMEOUT, DEFAULT_TABLE, Engine, MAX_ITEM_BYTES,
     MAX_KEY_BYTES, StorageHealth, Table, TableBuilder, TableDescription, TablePolicy,
 };
+pub use tier::{InProcessTier, InProcessUsage};

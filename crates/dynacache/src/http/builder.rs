@@ -42,6 +42,7 @@ pub struct HttpCacheBuilder {
     ttl_grace: Option<Duration>,
     refresher: Option<reqwest::Client>,
     secret_keys: Vec<Vec<u8>>,
+    tier: Option<crate::InProcessTier>,
 }
 
 impl std::fmt::Debug for HttpCacheBuilder {
@@ -452,6 +453,22 @@ impl HttpCacheBuilder {
         self
     }
 
+    /// Keeps responses in memory too, in front of the table (default: off). A hit from the tier
+    /// costs no DynamoDB call and no decoding; what another process stores, revalidates or
+    /// invalidates is seen within the tier's staleness bound; this cache's own writes are seen
+    /// at once; no response is kept past its freshness. See [`InProcessTier`](crate::InProcessTier).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use dynacache::InProcessTier;
+    /// let builder = dynacache::http::HttpCache::builder()
+    ///     .in_process(InProcessTier::new(256 << 20).l1_ttl(Duration::from_secs(1)));
+    /// ```
+    pub fn in_process(mut self, tier: crate::InProcessTier) -> Self {
+        self.tier = Some(tier);
+        self
+    }
+
     /// The client background refreshes (`stale_while_revalidate`) use when the cache runs as a
     /// middleware (a [`CachedClient`](super::CachedClient) uses its own).
     ///
@@ -525,6 +542,7 @@ impl HttpCacheBuilder {
             },
         )?;
         let policy = self.settings.policy();
+        let tier = self.tier.map(|t| crate::tier::Tier::new(t, clock.clone()));
         Ok(HttpCache {
             inner: Arc::new(Inner {
                 store,
@@ -539,6 +557,7 @@ impl HttpCacheBuilder {
                     super::engine::MAX_BACKGROUND_WRITES,
                 )),
                 secret_keys: self.secret_keys,
+                tier,
                 refresh: self.refresher.map(super::front::reqwest::refresher),
             }),
         })

@@ -76,6 +76,8 @@ pub(crate) struct Inner {
     /// Storage writes under way in the background (permits taken).
     pub(super) writes: Arc<tokio::sync::Semaphore>,
     pub(super) secret_keys: Vec<Vec<u8>>,
+    /// The in-process tier, when on: resolved lookups by key.
+    pub(super) tier: Option<crate::tier::Tier<String, super::stored::Kept>>,
     /// Background refreshes for front-ends that cannot make their own (the middleware).
     pub(super) refresh: Option<Refresh>,
 }
@@ -193,6 +195,21 @@ impl HttpCache {
     /// ```
     pub fn set_enabled(&self, enabled: bool) {
         self.inner.enabled.store(enabled, Ordering::Relaxed);
+    }
+
+    /// What the in-process tier holds now (`None` when there is none).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+    /// use dynacache::{InProcessTier, Table, http::HttpCache};
+    /// let cache = HttpCache::builder()
+    ///     .in_process(InProcessTier::new(1 << 20))
+    ///     .build(Table::builder().open().await?)?;
+    /// assert_eq!(cache.in_process_usage().unwrap().entries, 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn in_process_usage(&self) -> Option<crate::InProcessUsage> {
+        self.inner.tier.as_ref().map(crate::tier::Tier::usage)
     }
 
     /// What the cache has done so far.
@@ -365,10 +382,18 @@ impl HttpCache {
         let defer_body = true;
         let mut lookup = if opts.force_refresh {
             Lookup::empty(base)
+        } else if let Some(lookup) = self.lookup_kept(&base, &incoming.parts.headers) {
+            lookup
         } else {
+            let read = self.inner.tier.as_ref().map(crate::tier::Tier::read_start);
             let lookup = self.lookup(&base, &incoming.parts.headers, defer_body);
             match tokio::time::timeout(settings.lookup_timeout, lookup).await {
-                Ok(Ok(lookup)) => lookup,
+                Ok(Ok(lookup)) => {
+                    if let Some(read) = read {
+                        self.keep(read, &lookup);
+                    }
+                    lookup
+                }
                 Ok(Err(e)) => {
                     self.storage_error("reading the cache", &e);
                     Lookup::empty(base)
@@ -394,9 +419,14 @@ impl HttpCache {
         let decision = policy::decide(&found.meta(), &directives, &self.inner.policy, now);
         match decision.action {
             Action::Serve { stale } => {
+                let was_deferred = found.deferred.is_some();
                 let Some(found) = self.ready(found, &incoming).await else {
                     return self.miss(&incoming, &lookup, looked_up_at, &fetch).await;
                 };
+                if was_deferred && found.part.is_none() {
+                    // A body read from its chunks, whole: keep it for the next hits.
+                    self.remember(&lookup, &found);
+                }
                 bump(if stale {
                     &self.inner.counters.stale_served
                 } else {
@@ -453,6 +483,9 @@ impl HttpCache {
                     let refreshed = self
                         .apply_not_modified(&found, &incoming, res.headers(), request_time)
                         .await;
+                    if refreshed.deferred.is_none() {
+                        self.remember(&lookup, &refreshed);
+                    }
                     if let Some(refreshed) = self.ready(refreshed, &incoming).await {
                         bump(&self.inner.counters.revalidated);
                         return Ok(self.reply(

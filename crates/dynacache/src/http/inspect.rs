@@ -500,6 +500,9 @@ impl HttpCache {
     /// # Ok(()) }
     /// ```
     pub async fn clear(&self) -> Result<u64> {
+        if let Some(tier) = &self.inner.tier {
+            tier.clear();
+        }
         self.inner.store.clear().await
     }
 }

@@ -94,6 +94,28 @@ impl Lookup {
     }
 }
 
+/// What the in-process tier keeps under a key: a lookup as the table resolved it (the base
+/// after a redirect alias, its `Vary` index) and, unless the response varies, the response.
+/// Variants are kept under their own keys.
+#[derive(Debug)]
+pub(crate) struct Kept {
+    base: String,
+    index: Option<VaryIndex>,
+    found: Option<Found>,
+}
+
+/// The bytes a kept response weighs.
+fn weight(found: &Found) -> usize {
+    found.doc.body.len()
+        + found
+            .doc
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len())
+            .sum::<usize>()
+        + 256
+}
+
 /// What a leader shares with the requests that waited for it: the response as stored.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -111,6 +133,101 @@ impl HttpCache {
             store.get_deferred(&key, true).await
         } else {
             store.get(&key, true).await
+        }
+    }
+
+    /// The lookup the in-process tier keeps for a request's key (and variant), if any.
+    pub(crate) fn lookup_kept(&self, base: &str, headers: &HeaderMap) -> Option<Lookup> {
+        let tier = self.inner.tier.as_ref()?;
+        let kept = tier.get(base)?;
+        let found = match &kept.index {
+            None => kept.found.clone()?,
+            Some(index) => {
+                let variant = variant_key(&kept.base, &variant_suffix(index, headers));
+                tier.get(&variant)?.found.clone()?
+            }
+        };
+        Some(Lookup {
+            base: kept.base.clone(),
+            index: kept.index.clone(),
+            found: Some(found),
+        })
+    }
+
+    /// Keeps what a table lookup (started at `read`) found, whole bodies only.
+    pub(crate) fn keep(&self, read: crate::tier::ReadStart, lookup: &Lookup) {
+        let (Some(tier), Some(found)) = (&self.inner.tier, &lookup.found) else {
+            return;
+        };
+        if found.deferred.is_some() {
+            return;
+        }
+        let requested = found.key.clone();
+        self.keep_found(
+            tier,
+            Some(read),
+            &lookup.base,
+            lookup.index.as_ref(),
+            &requested,
+            found,
+        );
+    }
+
+    /// Keeps a response this cache just stored, revalidated or read whole.
+    pub(crate) fn remember(&self, lookup: &Lookup, found: &Found) {
+        if let Some(tier) = &self.inner.tier {
+            tier.invalidate(&found.key);
+            self.keep_found(
+                tier,
+                None,
+                &lookup.base,
+                lookup.index.as_ref(),
+                &found.key,
+                found,
+            );
+        }
+    }
+
+    fn keep_found(
+        &self,
+        tier: &crate::tier::Tier<String, Kept>,
+        read: Option<crate::tier::ReadStart>,
+        base: &str,
+        index: Option<&VaryIndex>,
+        key: &str,
+        found: &Found,
+    ) {
+        let insert = |key: String, kept: Kept, bytes: usize, expires: Option<i64>| match read {
+            Some(read) => tier.insert_read(read, key, Arc::new(kept), bytes, expires),
+            None => tier.insert(key, Arc::new(kept), bytes, expires),
+        };
+        let expires = found.doc.expires_ms;
+        let mut found = found.clone();
+        found.part = None;
+        let bytes = weight(&found);
+        match index {
+            Some(index) => {
+                let lookup = Kept {
+                    base: base.to_owned(),
+                    index: Some(index.clone()),
+                    found: None,
+                };
+                insert(base.to_owned(), lookup, 256, None);
+                let variant = Kept {
+                    base: base.to_owned(),
+                    index: None,
+                    found: Some(found),
+                };
+                insert(key.to_owned(), variant, bytes, expires);
+            }
+            None => {
+                let kept = Kept {
+                    base: base.to_owned(),
+                    index: None,
+                    found: Some(found),
+                };
+                insert(key.to_owned(), kept, bytes, expires);
+            }
         }
     }
 
@@ -396,6 +513,25 @@ impl HttpCache {
             ..CacheFacts::default()
         };
         facts.cache_key = Some(key.clone());
+        if self.inner.secret_keys.is_empty() {
+            // This process's own write is seen here at once. (Signed responses are kept when
+            // read back: a revalidation re-signs with the digest the read computes.)
+            let stored = Lookup {
+                base: lookup.base.clone(),
+                index: index.clone(),
+                found: None,
+            };
+            let found = Found {
+                key: key.clone(),
+                doc: doc.clone(),
+                written: doc.received_ms,
+                digest: None,
+                chunks: None,
+                deferred: None,
+                part: None,
+            };
+            self.remember(&stored, &found);
+        }
         // Waiting requests may share it: it is storable, whether or not the write lands.
         let shared = Arc::new(Shared {
             key: key.clone(),
@@ -598,6 +734,9 @@ impl HttpCache {
             doc.initial_age_ms = 0;
             doc.expires_ms = Some(now);
         }
+        if let Some(tier) = &self.inner.tier {
+            tier.invalidate(&found.key);
+        }
         if !self.inner.settings.read_only {
             let cache = self.clone();
             let (found, updated) = (found.clone(), doc.clone());
@@ -672,6 +811,11 @@ impl HttpCache {
                 keys.push(self.key_for_parts(&parts, &url, &[]));
             }
         }
+        if let Some(tier) = &self.inner.tier {
+            for key in &keys {
+                tier.invalidate(key);
+            }
+        }
         let cache = self.clone();
         self.write_behind("invalidating stored responses", async move {
             let n = cache.remove_keys(keys).await?;
@@ -689,6 +833,12 @@ impl HttpCache {
     /// it does not list, written by a race, are unreachable once the index is gone and expire).
     /// Returns how many responses were there.
     pub(crate) async fn remove_keys(&self, keys: impl IntoIterator<Item = String>) -> Result<u64> {
+        let keys: Vec<String> = keys.into_iter().collect();
+        if let Some(tier) = &self.inner.tier {
+            for key in &keys {
+                tier.invalidate(key);
+            }
+        }
         let removed = self.remove_all(keys).await?;
         let mut deleted = 0u64;
         let mut variants = Vec::new();

@@ -17,6 +17,7 @@ use crate::store::{
 };
 use crate::table::item::Item;
 use crate::table::{Expr, Table};
+use crate::tier::{InProcessTier, ReadStart, Tier};
 
 /// Builds a [`Cache`].
 ///
@@ -45,6 +46,7 @@ pub struct CacheBuilder {
     chunk_size: usize,
     clock: Arc<dyn Clock>,
     secret_keys: codec::SecretKeys,
+    tier: Option<InProcessTier>,
 }
 
 impl Default for CacheBuilder {
@@ -58,6 +60,7 @@ impl Default for CacheBuilder {
             chunk_size: 350 * 1024,
             clock: Arc::new(SystemClock),
             secret_keys: codec::SecretKeys::default(),
+            tier: None,
         }
     }
 }
@@ -135,6 +138,29 @@ impl CacheBuilder {
         self
     }
 
+    /// Keeps values in memory too, in front of the table (default: off, every read goes to
+    /// the table). A value read from the tier costs no DynamoDB call; one another process
+    /// changed is seen within the tier's staleness bound; this cache's own writes and deletes
+    /// are seen at once; no value is kept past its expiry. See [`InProcessTier`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+    /// use std::time::Duration;
+    /// use dynacache::{Cache, InProcessTier, Table};
+    ///
+    /// let cache = Cache::builder()
+    ///     .in_process(InProcessTier::new(64 << 20).l1_ttl(Duration::from_secs(1)))
+    ///     .build(Table::builder().open().await?)?;
+    /// cache.set("k", &"v").await?;
+    /// assert_eq!(cache.get::<String>("k").await?.as_deref(), Some("v")); // from the table
+    /// assert_eq!(cache.get::<String>("k").await?.as_deref(), Some("v")); // from memory
+    /// # Ok(()) }
+    /// ```
+    pub fn in_process(mut self, tier: InProcessTier) -> Self {
+        self.tier = Some(tier);
+        self
+    }
+
     /// Chunk size for values over the item limit (for tests of chunking with small values).
     #[doc(hidden)]
     pub fn chunk_size(mut self, bytes: usize) -> Self {
@@ -154,7 +180,7 @@ impl CacheBuilder {
                 ttl_grace: self.ttl_grace,
                 max_value_size: self.max_value_size,
                 chunk_size: self.chunk_size,
-                clock: self.clock,
+                clock: self.clock.clone(),
             },
         )?;
         Ok(Cache {
@@ -163,6 +189,7 @@ impl CacheBuilder {
                 default_expiry: self.default_expiry,
                 compress_from: self.compress_from,
                 secret_keys: self.secret_keys,
+                tier: self.tier.map(|t| Tier::new(t, self.clock)),
             }),
         })
     }
@@ -199,6 +226,16 @@ struct CacheInner {
     default_expiry: Expiry,
     compress_from: Option<usize>,
     secret_keys: codec::SecretKeys,
+    tier: Option<Tier<String, Kept>>,
+}
+
+/// A value as the in-process tier keeps it: decoded as far as it can be without knowing the
+/// type it will be read as.
+#[derive(Debug)]
+enum Kept {
+    Counter(i64),
+    /// MessagePack, decompressed.
+    Plain(Vec<u8>),
 }
 
 /// The attribute holding a value's signature.
@@ -218,6 +255,11 @@ impl Cache {
     /// The table this cache stores in.
     pub fn table(&self) -> &Table {
         self.inner.store.table()
+    }
+
+    /// What the in-process tier holds now (`None` when there is none).
+    pub fn in_process_usage(&self) -> Option<crate::InProcessUsage> {
+        self.inner.tier.as_ref().map(Tier::usage)
     }
 
     /// The namespace.
@@ -245,8 +287,15 @@ impl Cache {
     /// [`Error::Corrupt`] when the item is damaged.
     pub async fn get<T: DeserializeOwned>(&self, key: impl AsRef<[u8]>) -> Result<Option<T>> {
         let key = self.key(key.as_ref())?;
+        if let Some(kept) = self.kept(&key) {
+            return self.read_kept(&key, &kept).map(Some);
+        }
+        let read = self.read_start();
         match self.store().get(&key, false).await? {
-            Some(entry) => self.decode(&key, entry).map(Some),
+            Some(entry) => {
+                let kept = self.keep(&key, entry, read)?;
+                self.read_kept(&key, &kept).map(Some)
+            }
             None => Ok(None),
         }
     }
@@ -255,20 +304,79 @@ impl Cache {
     /// which saves bandwidth; note that DynamoDB bills a GetItem on the whole item's size.
     pub async fn has(&self, key: impl AsRef<[u8]>) -> Result<bool> {
         let key = self.key(key.as_ref())?;
+        if self.kept(&key).is_some() {
+            return Ok(true);
+        }
         self.store().has(&key).await
     }
 
-    fn decode<T: DeserializeOwned>(&self, key: &StoredKey, entry: Entry) -> Result<T> {
-        if let Some(counter) = Store::counter_of(key, &entry.item)? {
-            return codec::decode_counter(&key.pk, counter);
+    /// The value the in-process tier keeps for `key`, if any.
+    fn kept(&self, key: &StoredKey) -> Option<Arc<Kept>> {
+        self.inner.tier.as_ref()?.get(&key.pk)
+    }
+
+    fn read_start(&self) -> Option<ReadStart> {
+        self.inner.tier.as_ref().map(Tier::read_start)
+    }
+
+    /// Checks and decodes a stored entry (read from the table since `read`) as far as it goes
+    /// without a type, and keeps it in the in-process tier.
+    fn keep(&self, key: &StoredKey, entry: Entry, read: Option<ReadStart>) -> Result<Arc<Kept>> {
+        let expires = crate::table::item::get_i64(&entry.item, crate::table::item::EXPIRES)
+            .and_then(|e| e.ok());
+        let kept = if let Some(counter) = Store::counter_of(key, &entry.item)? {
+            Kept::Counter(counter)
+        } else {
+            if !self.inner.secret_keys.0.is_empty() {
+                self.verify(key, &entry)?;
+            }
+            match entry.payload {
+                Some(p) => Kept::Plain(codec::plain(
+                    &key.pk,
+                    &p.format,
+                    p.data,
+                    self.store().max_value_size(),
+                )?),
+                None => return Err(Error::corrupt(&key.pk, "the item has no value")),
+            }
+        };
+        let kept = Arc::new(kept);
+        if let (Some(tier), Some(read)) = (&self.inner.tier, read) {
+            let bytes = match &*kept {
+                Kept::Counter(_) => 8,
+                Kept::Plain(data) => data.len(),
+            };
+            tier.insert_read(read, key.pk.clone(), kept.clone(), bytes, expires);
         }
-        if !self.inner.secret_keys.0.is_empty() {
-            self.verify(key, &entry)?;
+        Ok(kept)
+    }
+
+    fn read_kept<T: DeserializeOwned>(&self, key: &StoredKey, kept: &Kept) -> Result<T> {
+        match kept {
+            Kept::Counter(n) => codec::decode_counter(&key.pk, *n),
+            Kept::Plain(data) => codec::decode(&key.pk, codec::FORMAT_PLAIN, data, data.len()),
         }
-        match entry.payload {
-            Some(p) => codec::decode(&key.pk, &p.format, &p.data, self.store().max_value_size()),
-            None => Err(Error::corrupt(&key.pk, "the item has no value")),
+    }
+
+    /// Runs a write of `keys`, dropping what the in-process tier keeps for them before and
+    /// after it: a read that overlapped the write cannot keep what it read (see
+    /// [`Tier::insert_read`]).
+    async fn changing<'k, T>(
+        &self,
+        keys: impl IntoIterator<Item = &'k StoredKey> + Clone,
+        write: impl std::future::Future<Output = T>,
+    ) -> T {
+        let Some(tier) = &self.inner.tier else {
+            return write.await;
+        };
+        for key in keys.clone() {
+            tier.invalidate(&key.pk);
         }
+        let out = write.await;
+        for key in keys {
+            tier.invalidate(&key.pk);
+        }
+        out
     }
 
     /// The values under several keys, in the order of the keys (`None` for missing or expired),
@@ -282,10 +390,27 @@ impl Cache {
             .into_iter()
             .map(|k| self.key(k.as_ref()))
             .collect::<Result<_>>()?;
-        let entries = self.store().get_many(&keys).await?;
+        let kept: Vec<Option<Arc<Kept>>> = keys.iter().map(|k| self.kept(k)).collect();
+        let missing: Vec<StoredKey> = keys
+            .iter()
+            .zip(&kept)
+            .filter(|(_, k)| k.is_none())
+            .map(|(key, _)| key.clone())
+            .collect();
+        let started = self.read_start();
+        let mut read = self.store().get_many(&missing).await?.into_iter();
         keys.iter()
-            .zip(entries)
-            .map(|(key, entry)| entry.map(|e| self.decode(key, e)).transpose())
+            .zip(kept)
+            .map(|(key, kept)| {
+                let kept = match kept {
+                    Some(kept) => kept,
+                    None => match read.next().flatten() {
+                        Some(entry) => self.keep(key, entry, started)?,
+                        None => return Ok(None),
+                    },
+                };
+                self.read_kept(key, &kept).map(Some)
+            })
             .collect()
     }
 
@@ -307,8 +432,7 @@ impl Cache {
         let (attrs, payload) = self.encode(value)?;
         let stamp = self.stamp(expiry);
         let attrs = self.sign(&key, attrs, &payload, stamp);
-        self.store()
-            .put(&key, attrs, payload, stamp, None)
+        self.changing([&key], self.store().put(&key, attrs, payload, stamp, None))
             .await
             .map(|_| ())
     }
@@ -338,9 +462,10 @@ impl Cache {
             .name("#k", self.table().key_attribute())
             .name("#e", crate::table::item::EXPIRES)
             .value(":now", crate::table::item::n(stamp.now));
-        self.store()
-            .put(&key, attrs, payload, stamp, Some(condition))
-            .await
+        let write = self
+            .store()
+            .put(&key, attrs, payload, stamp, Some(condition));
+        self.changing([&key], write).await
     }
 
     /// The bytes a value's signature covers: its key, how it is stored, the SHA-256 of the
@@ -455,15 +580,16 @@ impl Cache {
                 Ok((key, attrs, payload))
             })
             .collect::<Result<Vec<_>>>()?;
-        self.store().put_many(entries, stamp).await
+        let keys: Vec<StoredKey> = entries.iter().map(|e| e.0.clone()).collect();
+        self.changing(&keys, self.store().put_many(entries, stamp))
+            .await
     }
 
     /// Removes the value under `key`. Returns whether a live value was there.
     pub async fn delete(&self, key: impl AsRef<[u8]>) -> Result<bool> {
         let key = self.key(key.as_ref())?;
         Ok(self
-            .store()
-            .remove(&key)
+            .changing([&key], self.store().remove(&key))
             .await?
             .is_some_and(|old| self.store().is_live(&key, &old)))
     }
@@ -478,7 +604,8 @@ impl Cache {
             .into_iter()
             .map(|k| self.key(k.as_ref()))
             .collect::<Result<Vec<_>>>()?;
-        self.store().remove_many(keys).await
+        let forget = keys.clone();
+        self.changing(&forget, self.store().remove_many(keys)).await
     }
 
     // ----- counters ----------------------------------------------------------------------
@@ -502,6 +629,12 @@ impl Cache {
     /// [`inc`](Cache::inc), with the expiry a new counter gets.
     pub async fn inc_with(&self, key: impl AsRef<[u8]>, delta: i64, expiry: Expiry) -> Result<i64> {
         let key = self.key(key.as_ref())?;
+        self.changing([&key], self.increment(&key, delta, expiry))
+            .await
+    }
+
+    async fn increment(&self, key: &StoredKey, delta: i64, expiry: Expiry) -> Result<i64> {
+        let key = key.clone();
         for _ in 0..8 {
             let stamp = self.stamp(expiry);
             match self.store().increment(&key, delta, stamp).await? {
@@ -540,6 +673,9 @@ impl Cache {
     /// Removes every item of this namespace (values, expired values, chunks), and nothing else.
     /// Returns how many items were deleted.
     pub async fn clear(&self) -> Result<u64> {
+        if let Some(tier) = &self.inner.tier {
+            tier.clear();
+        }
         self.store().clear().await
     }
 
