@@ -55,6 +55,7 @@
 
 pub mod blocking;
 mod clock;
+mod coalesce;
 mod codec;
 mod error;
 mod expiry;
@@ -63,6 +64,7 @@ mod fuzz;
 #[cfg(feature = "http")]
 pub mod http;
 mod kv;
+pub mod metrics;
 mod store;
 mod table;
 mod tier;
@@ -70,7 +72,7 @@ mod tier;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use expiry::Expiry;
-pub use kv::{Cache, CacheBuilder};
+pub use kv::{Cache, CacheBuilder, FleetSingleFlight, Lease};
 pub use store::{Key, MAX_KEY_LEN, StorageStats};
 pub use table::{
     BreakerState, CircuitBreaker, ConsumedCapacity, DEFAULT_ATTEMPT_TIMEOUT,

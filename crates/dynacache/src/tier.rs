@@ -127,6 +127,8 @@ pub(crate) struct Tier<K, V> {
     /// Bumped by every change this process makes: a value read from the table while a change
     /// was under way may be older than the change, so it is not kept.
     changes: std::sync::atomic::AtomicU64,
+    /// The cache it serves, for metrics.
+    label: &'static str,
 }
 
 /// When a read from the table started, as far as the tier's coherence goes.
@@ -148,7 +150,7 @@ where
     K: Hash + Eq + Send + Sync + 'static,
     V: Send + Sync + 'static,
 {
-    pub(crate) fn new(config: InProcessTier, clock: Arc<dyn Clock>) -> Self {
+    pub(crate) fn new(config: InProcessTier, clock: Arc<dyn Clock>, label: &'static str) -> Self {
         let cache = moka::sync::Cache::builder()
             .max_capacity(config.max_bytes)
             .weigher(|_: &K, slot: &Arc<Slot<V>>| slot.weight)
@@ -159,6 +161,7 @@ where
             config,
             clock,
             changes: std::sync::atomic::AtomicU64::new(0),
+            label,
         }
     }
 
@@ -227,6 +230,13 @@ where
             weight: u32::try_from(bytes.saturating_add(64)).unwrap_or(u32::MAX),
         };
         self.cache.insert(key, Arc::new(slot));
+        crate::metrics::in_process(
+            self.label,
+            InProcessUsage {
+                entries: self.cache.entry_count(),
+                bytes: self.cache.weighted_size(),
+            },
+        );
     }
 
     /// Drops the value under `key` (this process is changing it).
@@ -262,6 +272,7 @@ mod tests {
         Tier::new(
             InProcessTier::new(1 << 20).l1_ttl(ttl).max_entry_bytes(100),
             Arc::new(clock.clone()),
+            "test",
         )
     }
 

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use http::Method;
 
-use super::coalesce::Coalescer;
 use super::engine::{HttpCache, Inner};
 use super::facts::Counters;
 use super::settings::{
     ExpireAfter, FilterFn, KeyFn, MatchHeaders, SetCookie, Settings, StaleWindow, UrlPattern,
 };
 use crate::clock::{Clock, SystemClock};
+use crate::coalesce::Coalescer;
 use crate::error::Result;
 use crate::store::{Store, StoreConfig};
 use crate::table::Table;
@@ -542,7 +542,9 @@ impl HttpCacheBuilder {
             },
         )?;
         let policy = self.settings.policy();
-        let tier = self.tier.map(|t| crate::tier::Tier::new(t, clock.clone()));
+        let tier = self
+            .tier
+            .map(|t| crate::tier::Tier::new(t, clock.clone(), "http"));
         Ok(HttpCache {
             inner: Arc::new(Inner {
                 store,

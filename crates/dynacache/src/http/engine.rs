@@ -19,12 +19,12 @@ use http::{Method, Request, Response, StatusCode, request};
 use http_body::Body;
 
 use super::body::{BoxError, CacheBody};
-use super::coalesce::{Coalescer, Role};
 use super::facts::{CacheStats, Counters, bump};
 use super::policy::{self, Action, PolicyConfig, RequestDirectives};
 use super::settings::{ExpireAfter, RequestOptions, Settings};
 use super::stored::{Found, Lookup, Shared};
 use crate::clock::Clock;
+use crate::coalesce::{Coalescer, Role};
 use crate::store::Store;
 use crate::table::Table;
 
@@ -234,6 +234,7 @@ impl HttpCache {
 
     pub(super) fn storage_error(&self, what: &str, e: &crate::Error) {
         bump(&self.inner.counters.storage_errors);
+        crate::metrics::storage_error(e);
         if e.is_unavailable() {
             // The table's breaker is open: it logged that once, and counts what it refuses.
             tracing::debug!(error = %e, "dynacache: {what} skipped; the table is unavailable");
@@ -380,9 +381,11 @@ impl HttpCache {
         // The lookup reads heads only (bounded by `lookup_timeout`); a body in chunks is read
         // when it is served, only the chunks a range needs.
         let defer_body = true;
+        let mut from_tier = false;
         let mut lookup = if opts.force_refresh {
             Lookup::empty(base)
         } else if let Some(lookup) = self.lookup_kept(&base, &incoming.parts.headers) {
+            from_tier = true;
             lookup
         } else {
             let read = self.inner.tier.as_ref().map(crate::tier::Tier::read_start);
@@ -410,6 +413,7 @@ impl HttpCache {
                 return Ok(super::reply::gateway_timeout());
             }
             bump(&self.inner.counters.misses);
+            crate::metrics::miss("http");
             return self.miss(&incoming, &lookup, looked_up_at, &fetch).await;
         };
 
@@ -427,11 +431,15 @@ impl HttpCache {
                     // A body read from its chunks, whole: keep it for the next hits.
                     self.remember(&lookup, &found);
                 }
-                bump(if stale {
-                    &self.inner.counters.stale_served
+                if stale {
+                    bump(&self.inner.counters.stale_served);
+                    crate::metrics::stale_served("http");
+                    crate::metrics::stale_served("http");
+                    crate::metrics::stale_served("http");
                 } else {
-                    &self.inner.counters.hits
-                });
+                    bump(&self.inner.counters.hits);
+                    crate::metrics::hit("http", if from_tier { "memory" } else { "table" });
+                }
                 Ok(self.reply(&found, &incoming, &decision, Served::hit(stale)))
             }
             Action::ServeStaleAndRevalidate if refresh.is_some() => {
@@ -443,6 +451,7 @@ impl HttpCache {
                 }
 
                 bump(&self.inner.counters.stale_served);
+                crate::metrics::stale_served("http");
                 Ok(self.reply(&found, &incoming, &decision, Served::hit(true)))
             }
             Action::Revalidate { .. } | Action::ServeStaleAndRevalidate if only_if_cached => {
@@ -468,6 +477,8 @@ impl HttpCache {
                 {
                     let stale = found.is_stale(self.now());
                     bump(&self.inner.counters.stale_served);
+                    crate::metrics::stale_served("http");
+                    crate::metrics::stale_served("http");
                     return Ok(self.reply(&found, &incoming, &decision, Served::hit(stale)));
                 }
                 let res = res?;
@@ -488,6 +499,8 @@ impl HttpCache {
                     }
                     if let Some(refreshed) = self.ready(refreshed, &incoming).await {
                         bump(&self.inner.counters.revalidated);
+                        crate::metrics::revalidated();
+                        crate::metrics::revalidated();
                         return Ok(self.reply(
                             &refreshed,
                             &incoming,
@@ -562,6 +575,7 @@ impl HttpCache {
             && self.fits(&shared, incoming)
         {
             bump(&self.inner.counters.coalesced);
+            crate::metrics::coalesced("http", "local");
             let found = Found {
                 key: shared.key.clone(),
                 doc: shared.doc.clone(),
@@ -641,6 +655,7 @@ impl HttpCache {
                 self.apply_not_modified(found, incoming, res.headers(), request_time)
                     .await;
                 bump(&self.inner.counters.revalidated);
+                crate::metrics::revalidated();
             }
         } else if !is_origin_error(res.status()) {
             // What was not stored (an oversized body) is dropped, not read.

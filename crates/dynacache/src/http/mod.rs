@@ -34,7 +34,6 @@
 
 mod body;
 mod builder;
-mod coalesce;
 mod document;
 mod engine;
 mod facts;

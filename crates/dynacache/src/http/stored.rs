@@ -549,6 +549,7 @@ impl HttpCache {
                 .write_response(&base, &key, index.as_ref(), replacing, &suffix, &doc)
                 .await?;
             bump(&cache.inner.counters.stored);
+            crate::metrics::stored("http");
             if let Some((alias, url)) = alias {
                 cache
                     .write_redirect_alias(&base, &alias, &url, doc.expires_ms)
@@ -894,6 +895,7 @@ impl HttpCache {
         });
         if !ok {
             bump(&self.inner.counters.verification_failures);
+            crate::metrics::verification_failure();
             tracing::warn!(
                 key,
                 "dynacache: a stored item failed signature verification; not used"

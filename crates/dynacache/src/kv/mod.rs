@@ -1,8 +1,15 @@
 //! The key/value cache: typed values over the [entry store](crate::store), encoded by
 //! [`codec`](crate::codec).
 
-use std::sync::Arc;
+mod lease;
+mod read_through;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+pub use lease::Lease;
+pub use read_through::FleetSingleFlight;
 
 use futures::stream::BoxStream;
 use serde::Serialize;
@@ -47,6 +54,9 @@ pub struct CacheBuilder {
     clock: Arc<dyn Clock>,
     secret_keys: codec::SecretKeys,
     tier: Option<InProcessTier>,
+    fleet: Option<FleetSingleFlight>,
+    fail_safe: Option<Duration>,
+    refresh_ahead: Option<f64>,
 }
 
 impl Default for CacheBuilder {
@@ -61,6 +71,9 @@ impl Default for CacheBuilder {
             clock: Arc::new(SystemClock),
             secret_keys: codec::SecretKeys::default(),
             tier: None,
+            fleet: None,
+            fail_safe: None,
+            refresh_ahead: None,
         }
     }
 }
@@ -161,6 +174,45 @@ impl CacheBuilder {
         self
     }
 
+    /// Shares read-through misses across processes too (default: within this process only):
+    /// see [`get_or_insert_with`](Cache::get_or_insert_with) and [`FleetSingleFlight`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use dynacache::{Cache, FleetSingleFlight};
+    /// let builder = Cache::builder().fleet_single_flight(FleetSingleFlight::new(Duration::from_secs(10)));
+    /// ```
+    pub fn fleet_single_flight(mut self, flight: FleetSingleFlight) -> Self {
+        self.fleet = Some(flight);
+        self
+    }
+
+    /// When a read-through factory fails, return the value it would have replaced if that
+    /// expired at most `window` ago (default: off, the error is returned).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let builder = dynacache::Cache::builder().fail_safe(Duration::from_secs(3600));
+    /// ```
+    pub fn fail_safe(mut self, window: Duration) -> Self {
+        self.fail_safe = Some(window);
+        self
+    }
+
+    /// Recomputes read-through values before they expire, with XFetch's probability
+    /// `exp(-(expiry - now) / (cost × beta))`-like rule: the closer to expiry and the longer
+    /// the value took to compute, the likelier one caller recomputes it early (one at a time
+    /// per process; no storage call when not refreshing). `beta` 1.0 is the usual choice;
+    /// larger refreshes earlier. Default off.
+    ///
+    /// ```
+    /// let builder = dynacache::Cache::builder().refresh_ahead(1.0);
+    /// ```
+    pub fn refresh_ahead(mut self, beta: f64) -> Self {
+        self.refresh_ahead = (beta.is_finite() && beta > 0.0).then_some(beta);
+        self
+    }
+
     /// Chunk size for values over the item limit (for tests of chunking with small values).
     #[doc(hidden)]
     pub fn chunk_size(mut self, bytes: usize) -> Self {
@@ -189,7 +241,12 @@ impl CacheBuilder {
                 default_expiry: self.default_expiry,
                 compress_from: self.compress_from,
                 secret_keys: self.secret_keys,
-                tier: self.tier.map(|t| Tier::new(t, self.clock)),
+                tier: self.tier.map(|t| Tier::new(t, self.clock, "kv")),
+                flights: crate::coalesce::Coalescer::default(),
+                refreshing: Mutex::new(HashSet::new()),
+                fleet: self.fleet,
+                fail_safe: self.fail_safe,
+                refresh_ahead: self.refresh_ahead,
             }),
         })
     }
@@ -227,15 +284,40 @@ struct CacheInner {
     compress_from: Option<usize>,
     secret_keys: codec::SecretKeys,
     tier: Option<Tier<String, Kept>>,
+    /// Read-through computations under way in this process.
+    flights: crate::coalesce::Coalescer<Kept>,
+    /// Keys being refreshed ahead of expiry in this process.
+    refreshing: Mutex<HashSet<String>>,
+    fleet: Option<FleetSingleFlight>,
+    fail_safe: Option<Duration>,
+    refresh_ahead: Option<f64>,
 }
 
-/// A value as the in-process tier keeps it: decoded as far as it can be without knowing the
-/// type it will be read as.
+/// A value as the in-process tier keeps it (and read-through shares it): decoded as far as it
+/// can be without knowing the type it will be read as, with what refresh-ahead needs.
 #[derive(Debug)]
-enum Kept {
+struct Kept {
+    value: KeptValue,
+    /// Logical expiry, epoch ms (`None`: never).
+    expires: Option<i64>,
+    /// How long computing it took (read-through values), ms.
+    cost_ms: Option<i64>,
+}
+
+#[derive(Debug)]
+enum KeptValue {
     Counter(i64),
     /// MessagePack, decompressed.
     Plain(Vec<u8>),
+}
+
+impl Kept {
+    fn bytes(&self) -> usize {
+        match &self.value {
+            KeptValue::Counter(_) => 8,
+            KeptValue::Plain(data) => data.len(),
+        }
+    }
 }
 
 /// The attribute holding a value's signature.
@@ -288,15 +370,20 @@ impl Cache {
     pub async fn get<T: DeserializeOwned>(&self, key: impl AsRef<[u8]>) -> Result<Option<T>> {
         let key = self.key(key.as_ref())?;
         if let Some(kept) = self.kept(&key) {
+            crate::metrics::hit("kv", "memory");
             return self.read_kept(&key, &kept).map(Some);
         }
         let read = self.read_start();
         match self.store().get(&key, false).await? {
             Some(entry) => {
+                crate::metrics::hit("kv", "table");
                 let kept = self.keep(&key, entry, read)?;
                 self.read_kept(&key, &kept).map(Some)
             }
-            None => Ok(None),
+            None => {
+                crate::metrics::miss("kv");
+                Ok(None)
+            }
         }
     }
 
@@ -322,16 +409,19 @@ impl Cache {
     /// Checks and decodes a stored entry (read from the table since `read`) as far as it goes
     /// without a type, and keeps it in the in-process tier.
     fn keep(&self, key: &StoredKey, entry: Entry, read: Option<ReadStart>) -> Result<Arc<Kept>> {
-        let expires = crate::table::item::get_i64(&entry.item, crate::table::item::EXPIRES)
-            .and_then(|e| e.ok());
-        let kept = if let Some(counter) = Store::counter_of(key, &entry.item)? {
-            Kept::Counter(counter)
+        let get = |name| crate::table::item::get_i64(&entry.item, name).and_then(|e| e.ok());
+        let (expires, cost_ms) = (
+            get(crate::table::item::EXPIRES),
+            get(crate::table::item::COST),
+        );
+        let value = if let Some(counter) = Store::counter_of(key, &entry.item)? {
+            KeptValue::Counter(counter)
         } else {
             if !self.inner.secret_keys.0.is_empty() {
                 self.verify(key, &entry)?;
             }
             match entry.payload {
-                Some(p) => Kept::Plain(codec::plain(
+                Some(p) => KeptValue::Plain(codec::plain(
                     &key.pk,
                     &p.format,
                     p.data,
@@ -340,21 +430,21 @@ impl Cache {
                 None => return Err(Error::corrupt(&key.pk, "the item has no value")),
             }
         };
-        let kept = Arc::new(kept);
+        let kept = Arc::new(Kept {
+            value,
+            expires,
+            cost_ms,
+        });
         if let (Some(tier), Some(read)) = (&self.inner.tier, read) {
-            let bytes = match &*kept {
-                Kept::Counter(_) => 8,
-                Kept::Plain(data) => data.len(),
-            };
-            tier.insert_read(read, key.pk.clone(), kept.clone(), bytes, expires);
+            tier.insert_read(read, key.pk.clone(), kept.clone(), kept.bytes(), expires);
         }
         Ok(kept)
     }
 
     fn read_kept<T: DeserializeOwned>(&self, key: &StoredKey, kept: &Kept) -> Result<T> {
-        match kept {
-            Kept::Counter(n) => codec::decode_counter(&key.pk, *n),
-            Kept::Plain(data) => codec::decode(&key.pk, codec::FORMAT_PLAIN, data, data.len()),
+        match &kept.value {
+            KeptValue::Counter(n) => codec::decode_counter(&key.pk, *n),
+            KeptValue::Plain(data) => codec::decode(&key.pk, codec::FORMAT_PLAIN, data, data.len()),
         }
     }
 
@@ -536,7 +626,12 @@ impl Cache {
 
     /// Encodes a value as an entry's attributes (a counter) or payload.
     fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<(Item, Option<Payload>)> {
-        match codec::encode(value, self.inner.compress_from)? {
+        self.encoded_to_entry(codec::encode(value, self.inner.compress_from)?)
+    }
+
+    /// An encoded value as an entry's attributes (a counter) or payload.
+    fn encoded_to_entry(&self, encoded: Encoded) -> Result<(Item, Option<Payload>)> {
+        match encoded {
             Encoded::Counter(v) => Ok((Store::counter_attributes(v), None)),
             Encoded::Bytes { format, data } => {
                 let limit = self.store().max_value_size();

@@ -4,8 +4,9 @@
 //! not UTF-8, or would make the partition key longer than DynamoDB's 2048 bytes, is stored as
 //! `{namespace}#{sha256 hex}` with the original bytes in the item, and every read compares them:
 //! two keys can never be mixed up, even in the (astronomically unlikely) event of a hash
-//! collision. Chunks of large values live under `{namespace}!{version}!{index}`. The three
-//! separators cannot appear in a namespace, so namespaces never overlap.
+//! collision. Chunks of large values live under `{namespace}!{version}!{index}`, and leases
+//! under `{namespace}~` followed by the rest of their key's form (`~:name` or `~#sha256`). The
+//! four separators cannot appear in a namespace, so namespaces never overlap.
 
 use std::fmt;
 
@@ -66,6 +67,20 @@ pub(crate) fn stored_key(ns: &str, key: &[u8]) -> Result<StoredKey> {
 /// Prefixes of this namespace's entries (readable and hashed keys).
 pub(crate) fn entry_prefixes(ns: &str) -> Vec<String> {
     vec![format!("{ns}:"), format!("{ns}#")]
+}
+
+/// The key of the lease named `name`: `{ns}~` and the rest of the entry key `name` would have.
+pub(crate) fn lease_key(ns: &str, name: &[u8]) -> Result<StoredKey> {
+    let entry = stored_key(ns, name)?;
+    Ok(StoredKey {
+        pk: format!("{ns}~{}", &entry.pk[ns.len()..]),
+        original: entry.original,
+    })
+}
+
+/// Prefix of this namespace's lease items.
+pub(crate) fn lease_prefix(ns: &str) -> String {
+    format!("{ns}~")
 }
 
 /// Prefix of this namespace's chunk items.

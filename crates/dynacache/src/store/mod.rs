@@ -16,6 +16,7 @@
 pub(crate) mod chunks;
 mod counter;
 mod key;
+mod lease;
 mod scan;
 
 use std::collections::HashMap;

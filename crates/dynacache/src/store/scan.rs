@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 
 use super::Store;
-use super::key::{Key, chunk_prefix, entry_prefixes};
+use super::key::{Key, chunk_prefix, entry_prefixes, lease_prefix};
 use crate::error::Result;
 use crate::table::item::{self, Item, get_b, get_i64, get_s, n};
 use crate::table::{Expr, ScanSpec, Write};
@@ -118,11 +118,12 @@ impl Store {
             .await
     }
 
-    /// Removes every item of the namespace (entries, expired entries, chunks), and nothing
-    /// else. Returns how many items were deleted.
+    /// Removes every item of the namespace (entries, expired entries, chunks, leases), and
+    /// nothing else. Returns how many items were deleted.
     pub(crate) async fn clear(&self) -> Result<u64> {
         let mut prefixes = entry_prefixes(self.namespace());
         prefixes.push(chunk_prefix(self.namespace()));
+        prefixes.push(lease_prefix(self.namespace()));
         let key_attr = self.table().key_attribute().to_owned();
         let table = self.table().clone();
         self.table()

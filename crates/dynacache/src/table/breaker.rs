@@ -202,6 +202,7 @@ impl Breaker {
                         until: Instant::now() + self.config.cool_down,
                     };
                     self.opened.fetch_add(1, Ordering::Relaxed);
+                    crate::metrics::breaker_open(table, true);
                     tracing::warn!(
                         table,
                         failures = self.config.failures,
@@ -212,6 +213,7 @@ impl Breaker {
             }
             (State::HalfOpen { .. }, false) if probe => {
                 *state = State::Closed { failures: 0 };
+                crate::metrics::breaker_open(table, false);
                 tracing::info!(table, "dynacache: DynamoDB answers again; calls resume");
             }
             (State::HalfOpen { .. }, true) if probe => {

@@ -37,6 +37,14 @@ pub(crate) const CHUNK_SIZE: &str = "cz";
 pub(crate) const DATA: &str = "d";
 /// Chunk item: the key of the head item it belongs to (string).
 pub(crate) const HEAD: &str = "h";
+/// Lease item: the current holder's owner token (string).
+pub(crate) const LEASE_OWNER: &str = "lo";
+/// Lease item: when the current holding ends, epoch ms (number; 0 once released).
+pub(crate) const LEASE_EXPIRES: &str = "le";
+/// Lease item: the fencing token, one more for each new holder (number).
+pub(crate) const LEASE_TOKEN: &str = "lt";
+/// A value's recompute time in ms, for refresh-ahead (number).
+pub(crate) const COST: &str = "rc";
 
 const RESERVED: &[&str] = &[
     VALUE,
@@ -52,6 +60,10 @@ const RESERVED: &[&str] = &[
     CHUNK_SIZE,
     DATA,
     HEAD,
+    LEASE_OWNER,
+    LEASE_EXPIRES,
+    LEASE_TOKEN,
+    COST,
 ];
 
 pub(crate) fn is_reserved_attribute(name: &str) -> bool {

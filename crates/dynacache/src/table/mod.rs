@@ -115,6 +115,45 @@ impl Table {
         &self.inner.client
     }
 
+    /// For the embedded engine: the loopback endpoint it listens on, so that other processes on
+    /// this machine can share it (`TableBuilder::endpoint_url`) while this handle lives.
+    /// `None` for other engines.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+    /// use dynacache::Table;
+    ///
+    /// let table = Table::builder().name("shared").open().await?;
+    /// let endpoint = table.local_endpoint().expect("embedded");
+    /// let other = Table::builder().name("shared").endpoint_url(endpoint).open().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn local_endpoint(&self) -> Option<&str> {
+        #[cfg(feature = "embedded")]
+        if let Some(engine) = &self.inner._embedded {
+            return Some(engine.endpoint());
+        }
+        None
+    }
+
+    /// Opens the connection now, with one cheap data-plane call (a GetItem of a key no cache
+    /// uses), so that the first real request does not pay for DNS, TCP and TLS. No
+    /// control-plane call: with [`TablePolicy::AssumeExists`] a cold start makes no other
+    /// request. Call it during start-up (a Lambda's init phase, a server before it listens).
+    /// Fails when the table cannot be reached or does not exist.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+    /// use dynacache::{Table, TablePolicy};
+    /// let table = Table::builder().open().await?;
+    /// table.warm().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn warm(&self) -> crate::Result<()> {
+        // `~` cannot appear in a namespace: no cache ever stores this key.
+        self.get_item("~warm", Some(&[]), false).await.map(|_| ())
+    }
+
     /// The storage's health as the circuit breaker sees it (see [`CircuitBreaker`]).
     pub fn health(&self) -> StorageHealth {
         self.inner.breaker.health()
@@ -123,10 +162,13 @@ impl Table {
     /// Runs one DynamoDB call through the circuit breaker: refused at once while it is open.
     pub(crate) async fn guarded<T>(
         &self,
+        op: &'static str,
         call: impl std::future::Future<Output = crate::Result<T>>,
     ) -> crate::Result<T> {
         let admission = self.inner.breaker.admit(&self.inner.name)?;
+        let started = std::time::Instant::now();
         let outcome = call.await;
+        crate::metrics::storage_call(op, started.elapsed());
         self.inner.breaker.record(admission, &outcome);
         outcome
     }
@@ -167,6 +209,7 @@ impl CapacityCounter {
                 .read_capacity_units()
                 .or(c.capacity_units())
                 .unwrap_or(0.0);
+            crate::metrics::capacity(units, 0.0);
             self.read
                 .fetch_add((units * 1000.0).round() as u64, Ordering::Relaxed);
         }
@@ -178,6 +221,7 @@ impl CapacityCounter {
                 .write_capacity_units()
                 .or(c.capacity_units())
                 .unwrap_or(0.0);
+            crate::metrics::capacity(0.0, units);
             self.write
                 .fetch_add((units * 1000.0).round() as u64, Ordering::Relaxed);
         }

@@ -101,7 +101,9 @@ impl Table {
                 .set_expression_attribute_names(Some(names));
         }
         let out = self
-            .guarded(async { req.send().await.map_err(|e| self.err(e)) })
+            .guarded("GetItem", async {
+                req.send().await.map_err(|e| self.err(e))
+            })
             .await?;
         self.inner.capacity.record_read(out.consumed_capacity());
         Ok(out.item)
@@ -131,7 +133,7 @@ impl Table {
                 .set_expression_attribute_names(c.names())
                 .set_expression_attribute_values(c.values());
         }
-        self.guarded(async {
+        self.guarded("PutItem", async {
             match req.send().await {
                 Ok(out) => {
                     self.inner.capacity.record_write(out.consumed_capacity());
@@ -173,7 +175,7 @@ impl Table {
                 .set_expression_attribute_names(c.names())
                 .set_expression_attribute_values(c.values());
         }
-        self.guarded(async {
+        self.guarded("DeleteItem", async {
             match req.send().await {
                 Ok(out) => {
                     self.inner.capacity.record_write(out.consumed_capacity());
@@ -235,7 +237,7 @@ impl Table {
         if let Some(c) = condition {
             req = req.condition_expression(c);
         }
-        self.guarded(async {
+        self.guarded("UpdateItem", async {
             match req.send().await {
                 Ok(out) => {
                     self.inner.capacity.record_write(out.consumed_capacity());
@@ -292,7 +294,9 @@ impl Table {
                 .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send();
             let out = self
-                .guarded(async { call.await.map_err(|e| self.err(e)) })
+                .guarded("BatchGetItem", async {
+                    call.await.map_err(|e| self.err(e))
+                })
                 .await?;
             for c in out.consumed_capacity() {
                 self.inner.capacity.record_read(Some(c));
@@ -368,7 +372,9 @@ impl Table {
                 .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send();
             let out = self
-                .guarded(async { call.await.map_err(|e| self.err(e)) })
+                .guarded("BatchWriteItem", async {
+                    call.await.map_err(|e| self.err(e))
+                })
                 .await?;
             for c in out.consumed_capacity() {
                 self.inner.capacity.record_write(Some(c));

@@ -62,7 +62,7 @@ impl Table {
                     req = req.segment(segment as i32).total_segments(total as i32);
                 }
                 let out = table
-                    .guarded(async { req.send().await.map_err(|e| table.err(e)) })
+                    .guarded("Scan", async { req.send().await.map_err(|e| table.err(e)) })
                     .await?;
                 table.inner.capacity.record_read(out.consumed_capacity());
                 let next = out.last_evaluated_key.filter(|k| !k.is_empty()).map(Some);
@@ -109,7 +109,7 @@ impl Table {
                             req = req.segment(segment as i32).total_segments(segments as i32);
                         }
                         let out = self
-                            .guarded(async { req.send().await.map_err(|e| self.err(e)) })
+                            .guarded("Scan", async { req.send().await.map_err(|e| self.err(e)) })
                             .await?;
                         self.inner.capacity.record_read(out.consumed_capacity());
                         total += out.count.max(0) as u64;

@@ -6,9 +6,9 @@
 //! leader's result stays here for a few seconds, and a request whose lookup started before the
 //! result was ready takes it instead of going to the origin.
 //!
-//! Sharing is keyed on the request's key (and its variant, when the `Vary` index is known);
-//! whether a waiting request may use the leader's response is decided by the engine, which
-//! knows the response's `Vary` and storability.
+//! The HTTP cache keys sharing on the request's key (and its variant, when the `Vary` index is
+//! known) and decides whether a waiting request may use the leader's response; the key/value
+//! cache's read-through keys it on the cache key.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
