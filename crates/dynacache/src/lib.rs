@@ -73,7 +73,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use expiry::Expiry;
 pub use kv::{Cache, CacheBuilder, FleetSingleFlight, Lease};
-pub use store::{Key, MAX_KEY_LEN, StorageStats};
+pub use store::{CopyProgress, Key, MAX_KEY_LEN, StorageStats};
 pub use table::{
     BreakerState, CircuitBreaker, ConsumedCapacity, DEFAULT_ATTEMPT_TIMEOUT,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_OPERATION_TIMEOUT, DEFAULT_TABLE, Engine, MAX_ITEM_BYTES,

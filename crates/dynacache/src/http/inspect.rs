@@ -484,6 +484,30 @@ impl HttpCache {
         Ok(updated.into_iter().filter(|u| *u).count() as u64)
     }
 
+    /// Copies every stored response of this cache (variants, aliases and bodies in chunks
+    /// included, chunks before the items naming them) into `target`'s namespace and table, with
+    /// progress as it goes; see [`Cache::copy_to`](crate::Cache::copy_to).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+    /// use dynacache::{Table, http::HttpCache};
+    ///
+    /// let from = HttpCache::builder().build(Table::builder().name("a").open().await?)?;
+    /// let to = HttpCache::builder().build(Table::builder().name("b").open().await?)?;
+    /// assert_eq!(from.copy_to(&to, |_| {}).await?.items, 0);
+    /// # Ok(()) }
+    /// ```
+    pub async fn copy_to(
+        &self,
+        target: &HttpCache,
+        progress: impl FnMut(crate::CopyProgress),
+    ) -> Result<crate::CopyProgress> {
+        if let Some(tier) = &target.inner.tier {
+            tier.clear();
+        }
+        self.inner.store.copy_to(&target.inner.store, progress).await
+    }
+
     /// Deletes every item of this cache. Returns how many items were deleted.
     ///
     /// ```

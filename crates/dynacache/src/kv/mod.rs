@@ -2,6 +2,8 @@
 //! [`codec`](crate::codec).
 
 mod lease;
+mod lifetime;
+mod namespace;
 mod read_through;
 
 use std::collections::HashSet;
@@ -687,6 +689,31 @@ impl Cache {
             .changing([&key], self.store().remove(&key))
             .await?
             .is_some_and(|old| self.store().is_live(&key, &old)))
+    }
+
+    /// Removes the value under `key` and returns it, if it was live: one DeleteItem, so of
+    /// concurrent callers (in every process) exactly one gets it. A pop for work queues and
+    /// one-time tokens.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+    /// use dynacache::{Cache, Table};
+    ///
+    /// let cache = Cache::new(Table::builder().open().await?)?;
+    /// cache.set("token", &"once").await?;
+    /// assert_eq!(cache.take::<String>("token").await?.as_deref(), Some("once"));
+    /// assert_eq!(cache.take::<String>("token").await?, None);
+    /// # Ok(()) }
+    /// ```
+    pub async fn take<T: DeserializeOwned>(&self, key: impl AsRef<[u8]>) -> Result<Option<T>> {
+        let key = self.key(key.as_ref())?;
+        match self.changing([&key], self.store().take(&key)).await? {
+            Some(entry) => {
+                let kept = self.keep(&key, entry, None)?;
+                self.read_kept(&key, &kept).map(Some)
+            }
+            None => Ok(None),
+        }
     }
 
     /// Removes several keys with BatchWriteItem (25 a call). See [`set_many`](Cache::set_many)

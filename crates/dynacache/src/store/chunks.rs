@@ -17,9 +17,8 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 
-use super::Stamp;
-use super::Store;
 use super::key::{StoredKey, chunk_key, chunk_prefix};
+use super::{Payload, Stamp, Store};
 use crate::codec::checksum;
 use crate::error::{Error, Result};
 use crate::table::item::{self, Item, b, get_b, get_i64, get_s, n, s, take_b};
@@ -235,6 +234,34 @@ impl Store {
         }
         tracing::warn!(key = %key.pk, "value kept changing while it was read; treated as a miss");
         Ok(None)
+    }
+
+    /// The payload a head names, read once (strongly): for a head just deleted, whose chunks
+    /// are about to go. Missing chunks are `Corrupt`.
+    pub(super) async fn read_chunks_of(
+        &self,
+        key: &StoredKey,
+        head_item: &Item,
+    ) -> Result<Payload> {
+        let Some(head) = Head::from_item(&key.pk, head_item, self.inner.max_value_size)? else {
+            return Err(Error::corrupt(&key.pk, "the item has no value"));
+        };
+        let format = get_s(head_item, item::FORMAT)
+            .ok_or_else(|| Error::corrupt(&key.pk, "the item has no value format"))?
+            .to_owned();
+        match self
+            .fetch_chunks(&key.pk, &head, 0..head.count, true)
+            .await?
+        {
+            Some(data) if data.len() == head.size && checksum(&data) == head.sum => {
+                Ok(Payload { format, data })
+            }
+            Some(_) => Err(Error::corrupt(
+                &key.pk,
+                "chunks do not match the checksum in the head",
+            )),
+            None => Err(Error::corrupt(&key.pk, "chunks are missing")),
+        }
     }
 
     /// The bytes `start..=end` of a payload stored in chunks, reading only the chunks that hold

@@ -14,6 +14,7 @@
 //! See [`key`] for the key layout and [`chunks`] for payloads over the item limit.
 
 pub(crate) mod chunks;
+mod copy;
 mod counter;
 mod key;
 mod lease;
@@ -23,6 +24,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use copy::CopyProgress;
 pub(crate) use counter::Increment;
 
 pub use key::{Key, MAX_KEY_LEN};
@@ -581,6 +583,45 @@ impl Store {
             .await
     }
 
+    /// The expiry of the entry under `key`: `None` when there is none (or another key's),
+    /// `Some(None)` when it never expires. Reads only the expiry (and original key).
+    pub(crate) async fn expiry(&self, key: &StoredKey) -> Result<Option<Option<i64>>> {
+        let item = self
+            .inner
+            .table
+            .get_item(&key.pk, Some(&[item::EXPIRES, item::ORIGINAL_KEY]), false)
+            .await?;
+        Ok(match item {
+            Some(item) if self.is_owner(key, &item) => match get_i64(&item, item::EXPIRES) {
+                None => Some(None),
+                Some(Ok(e)) => Some(Some(e)),
+                Some(Err(reason)) => return Err(crate::Error::corrupt(&key.pk, reason)),
+            },
+            _ => None,
+        })
+    }
+
+    /// Moves a live entry's expiry to `expires` (and its chunks' TTL with it). Returns false
+    /// when there is no live entry (nothing is created).
+    pub(crate) async fn extend(&self, key: &StoredKey, expires: i64) -> Result<bool> {
+        let update = self
+            .expiry_update(Item::new(), Some(expires))
+            .value(":now", n(self.now()));
+        let condition = "attribute_exists(#k) AND (attribute_not_exists(#e) OR #e > :now)";
+        match self
+            .inner
+            .table
+            .update_item(&key.pk, update, Some(condition))
+            .await?
+        {
+            Some(head) => {
+                self.retime_chunks(&head, Some(expires)).await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
     /// Gives an entry a new expiry (and its chunks the new TTL), leaving everything else as it
     /// is. Returns false when the entry is gone.
     pub(crate) async fn set_expiry(&self, key: &StoredKey, expires: Option<i64>) -> Result<bool> {
@@ -650,6 +691,30 @@ impl Store {
             .table
             .update_item_quiet(&key.pk, update, Some(&c.text))
             .await
+    }
+
+    /// Deletes an entry and returns it as it was, if it was live: one DeleteItem, so no other
+    /// caller can take it too. A payload in chunks is read before its chunks are removed.
+    pub(crate) async fn take(&self, key: &StoredKey) -> Result<Option<Entry>> {
+        let Put::Written { old: Some(old) } =
+            self.inner.table.delete_item(&key.pk, None, true).await?
+        else {
+            return Ok(None);
+        };
+        let taken = match self.decode_item(key, old.clone(), false, false) {
+            Ok(Decoded::Absent) => Ok(None),
+            Ok(Decoded::Entry(entry)) => Ok(Some(entry)),
+            Ok(Decoded::Chunked(head)) => self.read_chunks_of(key, &head).await.map(|payload| {
+                Some(Entry {
+                    chunks: Some(chunks::head_attributes(&head)),
+                    item: head,
+                    payload: Some(payload),
+                })
+            }),
+            Err(e) => Err(e),
+        };
+        self.remove_chunks_of(&old).await;
+        taken
     }
 
     /// Deletes an entry (and its chunks), live or expired; returns the item that was there.

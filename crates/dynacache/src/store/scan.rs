@@ -55,16 +55,28 @@ pub(crate) struct Listed {
 
 impl Store {
     /// Every entry of the namespace (expired ones included), with the `projection` attributes
-    /// (besides the key and the expiry), page by page.
+    /// (besides the key and the expiry; `None`: every attribute), page by page.
     pub(crate) fn list(&self, projection: &[&'static str]) -> BoxStream<'static, Result<Listed>> {
-        let ns_len = self.namespace().len() + 1;
-        let key_attr = self.table().key_attribute().to_owned();
         let mut attrs = vec![item::EXPIRES, item::ORIGINAL_KEY];
         attrs.extend_from_slice(projection);
+        self.list_items(Some(attrs))
+    }
+
+    /// [`list`](Store::list) with every attribute.
+    pub(crate) fn list_all(&self) -> BoxStream<'static, Result<Listed>> {
+        self.list_items(None)
+    }
+
+    fn list_items(
+        &self,
+        projection: Option<Vec<&'static str>>,
+    ) -> BoxStream<'static, Result<Listed>> {
+        let ns_len = self.namespace().len() + 1;
+        let key_attr = self.table().key_attribute().to_owned();
         self.table()
             .scan(ScanSpec {
                 prefixes: entry_prefixes(self.namespace()),
-                projection: Some(attrs),
+                projection,
             })
             .try_filter_map(move |item| {
                 let key = match get_b(&item, item::ORIGINAL_KEY) {

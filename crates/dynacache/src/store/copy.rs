@@ -1,0 +1,91 @@
+//! Copying a namespace to another table, engine or namespace, item for item.
+
+use futures::stream::{StreamExt, TryStreamExt};
+
+use super::Store;
+use super::key::{chunk_prefix, entry_prefixes, lease_prefix};
+use crate::error::Result;
+use crate::table::item::{self, Item, get_s, s};
+use crate::table::{ScanSpec, Write};
+
+/// How a copy is going, reported as it goes.
+///
+/// ```
+/// let progress = dynacache::CopyProgress::default();
+/// assert_eq!(progress.items, 0);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CopyProgress {
+    /// Items written to the target so far (entries, chunks of large values, leases).
+    pub items: u64,
+    /// Their size in bytes, as DynamoDB counts it.
+    pub bytes: u64,
+}
+
+/// Items written per progress report.
+const REPORT_EVERY: usize = 100;
+
+impl Store {
+    /// Copies every item of this namespace into `target` (another table, engine or namespace):
+    /// chunks of large values first, then the entries that name them, so a reader of the
+    /// target never finds an entry whose chunks are not there yet. Items are copied as they are
+    /// (values, expiry, checksums, signatures), with the key renamed to the target's namespace
+    /// and the key and TTL attributes to the target table's. Reports progress to `progress`.
+    pub(crate) async fn copy_to(
+        &self,
+        target: &Store,
+        mut progress: impl FnMut(CopyProgress),
+    ) -> Result<CopyProgress> {
+        let mut done = CopyProgress::default();
+        let ns = self.namespace();
+        let passes = [
+            vec![chunk_prefix(ns)],
+            entry_prefixes(ns),
+            vec![lease_prefix(ns)],
+        ];
+        for prefixes in passes {
+            let mut pages = self
+                .table()
+                .scan(ScanSpec {
+                    prefixes,
+                    projection: None,
+                })
+                .map(|item| item.map(|i| self.retarget(i, target)))
+                .try_chunks(REPORT_EVERY);
+            while let Some(batch) = pages.try_next().await.map_err(|e| e.1)? {
+                let bytes: usize = batch.iter().map(item::item_size).sum();
+                let count = batch.len() as u64;
+                target
+                    .table()
+                    .batch_write(batch.into_iter().map(Write::Put).collect())
+                    .await?;
+                done.items += count;
+                done.bytes += bytes as u64;
+                progress(done);
+            }
+        }
+        Ok(done)
+    }
+
+    /// An item of this namespace as the target stores it.
+    fn retarget(&self, mut item: Item, target: &Store) -> Item {
+        let (from, to) = (self.table(), target.table());
+        let rename = |pk: &str| match pk.strip_prefix(self.namespace()) {
+            Some(rest) => format!("{}{rest}", target.namespace()),
+            None => pk.to_owned(),
+        };
+        if let Some(pk) = item.remove(from.key_attribute()) {
+            let pk = pk.as_s().map(|p| rename(p)).unwrap_or_default();
+            item.insert(to.key_attribute().to_owned(), s(pk));
+        }
+        if let Some(ttl) = item.remove(from.ttl_attribute()) {
+            item.insert(to.ttl_attribute().to_owned(), ttl);
+        }
+        // A chunk names the entry it belongs to.
+        if let Some(head) = get_s(&item, item::HEAD).map(rename) {
+            item.insert(item::HEAD.to_owned(), s(head));
+        }
+        item
+    }
+}
