@@ -1,6 +1,7 @@
 //! The `dynacache` command-line tool.
 
 mod connect;
+mod copy_cmd;
 mod demo;
 mod error;
 mod http_cmds;
@@ -68,6 +69,11 @@ enum Command {
     /// Delete every cached response of the namespace.
     #[command(after_help = "Example:\n  dynacache clear --yes")]
     Clear(http_cmds::ClearArgs),
+    /// Copy the cache to another table, engine or namespace (from the embedded file to AWS, say).
+    #[command(
+        after_help = "Example:\n  dynacache copy --to-aws --to-region eu-west-1 --to-assume-exists\n  dynacache copy --what kv --to-endpoint-url http://127.0.0.1:8000 --to-kv-namespace kv2"
+    )]
+    Copy(copy_cmd::CopyArgs),
     /// The key/value cache.
     #[command(subcommand)]
     Kv(kv_cmds::KvCommand),
@@ -114,6 +120,7 @@ async fn run(cli: Cli) -> Result<(), error::CliError> {
         Command::Rm(args) => http_cmds::rm(conn, out, args).await,
         Command::Purge(args) => http_cmds::purge(conn, out, args).await,
         Command::Clear(args) => http_cmds::clear(conn, out, args).await,
+        Command::Copy(args) => copy_cmd::run(conn, out, args).await,
         Command::Kv(cmd) => kv_cmds::run(conn, out, cmd).await,
         Command::Table(cmd) => table_cmds::run(conn, out, cmd).await,
     }

@@ -161,6 +161,7 @@ on_both_engines! {
     templates_match_the_table_the_code_creates => templates_match_created_table;
     iam_policy_covers_every_key_a_namespace_writes => iam_keys_match_the_policy;
     iam_policy_lets_a_namespace_workload_through_and_nothing_else => iam_enforced_workload;
+    copy_moves_a_cache_to_another_engine_and_namespace => copy_between_places;
 }
 
 fn demo_second_pass(place: &Place) {
@@ -1986,4 +1987,122 @@ fn iam_enforced_workload(place: &Place) {
     let calls = stand_in.take_calls();
     assert!(calls.iter().all(|c| c.allowed), "{calls:?}");
     assert!(calls.iter().any(|c| c.action == "dynamodb:Scan"));
+}
+
+/// The listing of a cache through the CLI, line by line (keys, URLs, sizes, creation and expiry
+/// times), sorted.
+fn listing(place: &Place, extra: &[&str], args: &[&str]) -> Vec<String> {
+    let mut all = extra.to_vec();
+    all.extend(args);
+    let mut rows: Vec<String> = place
+        .json_lines(&all)
+        .iter()
+        .map(Value::to_string)
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// `dynacache copy`: the whole cache (HTTP responses with a 1 MiB body in chunks, key/value
+/// entries with a 600 KB value in chunks) to a fresh embedded file, then the key/value entries
+/// to another namespace of the same table; everything reads back the same, nothing of the
+/// source changes; a copy onto itself and a copy to a missing table are refused.
+fn copy_between_places(place: &Place) {
+    let (origin, _) = start_origin();
+    http_cli_workload(place, &[], "http", &origin);
+    kv_cli_workload(place, &[], "kv");
+    let big: Vec<u8> = noise(600_000, 3);
+    runtime().block_on(async {
+        let kv = dynacache::Cache::new(open_table(place).await).unwrap();
+        kv.set("big", &big).await.unwrap();
+        kv.set_with(
+            "brief",
+            &"soon gone",
+            dynacache::Expiry::After(std::time::Duration::from_secs(3600)),
+        )
+        .await
+        .unwrap();
+    });
+    let http_before = listing(place, &[], &["ls"]);
+    let kv_before = listing(place, &[], &["kv", "ls"]);
+    assert!(http_before.len() >= 4, "{http_before:?}");
+    assert_eq!(kv_before.len(), 4, "{kv_before:?}");
+
+    // To another engine: a fresh embedded file, table created on the way.
+    let target = Place {
+        engine: Engine::Embedded(tempfile::tempdir().unwrap()),
+        table: "copied".into(),
+    };
+    let Engine::Embedded(dir) = &target.engine else {
+        unreachable!()
+    };
+    let file = dir.path().join("cache.db");
+    let file = file.to_str().unwrap();
+    let lines = place.json_lines(&["copy", "--to-embedded-file", file, "--to-table", "copied"]);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["what"], "http");
+    assert_eq!(lines[1]["what"], "kv");
+    // The large values went as chunks: more items than entries.
+    assert!(lines[1]["items"].as_u64().unwrap() > 4, "{lines:?}");
+    assert!(lines[0]["bytes"].as_u64().unwrap() > 1 << 20, "{lines:?}");
+    let there: [&str; 0] = [];
+    assert_eq!(listing(&target, &there, &["ls"]), http_before);
+    assert_eq!(listing(&target, &there, &["kv", "ls"]), kv_before);
+    let mut get = there.to_vec();
+    get.extend(["kv", "get", "short"]);
+    assert_eq!(target.ok(&get).trim(), "\"value\"");
+    // A response copied is a hit there, its 1 MiB body whole.
+    let url = format!("{origin}/large");
+    let mut get = there.to_vec();
+    get.extend(["get", &url, "--json", "--only-if-cached"]);
+    let hit = json_lines(&target.ok(&get)).remove(0);
+    assert_eq!(hit["outcome"], "hit", "{hit}");
+    assert_eq!(hit["size"], 1 << 20);
+    runtime().block_on(async {
+        let table = dynacache::Table::builder()
+            .name("copied")
+            .embedded_file(file)
+            .open()
+            .await
+            .unwrap();
+        let kv = dynacache::Cache::new(table).unwrap();
+        assert_eq!(kv.get::<Vec<u8>>("big").await.unwrap(), Some(big.clone()));
+        // The expiry came along.
+        let left = kv.ttl("brief").await.unwrap().flatten().expect("an expiry");
+        assert!(left > std::time::Duration::from_secs(3000), "{left:?}");
+    });
+
+    // To another namespace of the same table.
+    let lines = place.json_lines(&["copy", "--what", "kv", "--to-kv-namespace", "kv2"]);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(
+        listing(place, &["--kv-namespace", "kv2"], &["kv", "ls"]),
+        kv_before
+    );
+    assert_eq!(listing(place, &[], &["kv", "ls"]), kv_before);
+    assert_eq!(listing(place, &[], &["ls"]), http_before);
+    runtime().block_on(async {
+        let kv = dynacache::Cache::builder()
+            .namespace("kv2")
+            .build(open_table(place).await)
+            .unwrap();
+        assert_eq!(kv.get::<Vec<u8>>("big").await.unwrap(), Some(big.clone()));
+    });
+
+    // Onto itself: refused, nothing written.
+    let err = place.fails(&["copy"], 2);
+    assert!(err.contains("same"), "{err}");
+    // To a table that does not exist, with no control-plane call allowed: the table error.
+    let err = place.fails(
+        &[
+            "copy",
+            "--to-table",
+            "absent",
+            "--to-assume-exists",
+            "--what",
+            "kv",
+        ],
+        5,
+    );
+    assert!(err.contains("absent"), "{err}");
 }

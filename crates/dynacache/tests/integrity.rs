@@ -21,6 +21,7 @@ conformance!(
     a_value_missing_a_chunk_is_corrupt_while_has_is_true,
     damaged_counters_and_expiries_are_corrupt_and_bad_deltas_invalid,
     vacuum_removes_chunks_that_name_no_head,
+    a_copy_carries_only_values_that_verify_and_signs_them_for_their_new_keys,
 );
 
 mod suite {
@@ -868,5 +869,70 @@ mod suite {
         );
         assert_eq!(c.get::<Bytes>("live").await.unwrap(), Some(live));
         assert_eq!(c.vacuum().await.unwrap(), 0);
+    }
+
+    /// `Cache::copy_to` between signed caches: a copy to another namespace verifies there (the
+    /// target signs each value for its new key), a tampered value is left behind and counted, a
+    /// copy from an unsigned cache into a signed one is signed, and a copy into an unsigned
+    /// cache drops signatures the target could not check anyway.
+    pub async fn a_copy_carries_only_values_that_verify_and_signs_them_for_their_new_keys(
+        table: Table,
+    ) {
+        let cache = |ns: &str, keys: &[&str]| {
+            Cache::builder()
+                .namespace(ns)
+                .secret_keys(keys.iter().copied())
+                .build(table.clone())
+                .unwrap()
+        };
+        let source = cache("src", &["old secret"]);
+        let big = Bytes(random_bytes(500_000, 21));
+        source.set("small", "a value").await.unwrap();
+        source.set("big", &big).await.unwrap();
+        source.set("tampered", "original").await.unwrap();
+        source.set("counter", &0u64).await.unwrap();
+        source.inc("counter", 5).await.unwrap();
+        let mut item = raw(&table, "src:tampered").await.unwrap();
+        let other = raw(&table, "src:small").await.unwrap();
+        for attr in ["v", "cs", "f"] {
+            item.insert(attr.into(), other[attr].clone());
+        }
+        raw_put(&table, item).await;
+
+        // To another namespace, signed with another secret.
+        let target = cache("dst", &["new secret"]);
+        let done = guard(source.copy_to(&target, |_| {})).await.unwrap();
+        assert_eq!(done.skipped, 1, "{done:?}");
+        assert_eq!(
+            target.get::<String>("small").await.unwrap().as_deref(),
+            Some("a value")
+        );
+        assert_eq!(target.get::<Bytes>("big").await.unwrap(), Some(big.clone()));
+        assert_eq!(target.get::<u64>("counter").await.unwrap(), Some(5));
+        assert_eq!(target.get::<String>("tampered").await.unwrap(), None);
+        // The copies verify only with the target's secret.
+        let wrong = cache("dst", &["old secret"]);
+        assert!(wrong.get::<String>("small").await.unwrap_err().is_corrupt());
+
+        // From an unsigned cache into a signed one: signed on the way.
+        let plain = cache("plain", &[]);
+        plain.set("p", "plain value").await.unwrap();
+        let signed = cache("signed", &["s"]);
+        guard(plain.copy_to(&signed, |_| {})).await.unwrap();
+        assert_eq!(
+            signed.get::<String>("p").await.unwrap().as_deref(),
+            Some("plain value")
+        );
+        // From a signed cache into an unsigned one: readable there.
+        let unsigned = cache("unsigned", &[]);
+        let done = guard(target.copy_to(&unsigned, |_| {})).await.unwrap();
+        assert_eq!(done.skipped, 0);
+        assert_eq!(unsigned.get::<Bytes>("big").await.unwrap(), Some(big));
+        assert!(
+            !raw(&table, "unsigned:small")
+                .await
+                .unwrap()
+                .contains_key("sig")
+        );
     }
 }

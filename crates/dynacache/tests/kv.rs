@@ -35,6 +35,11 @@ conformance!(
     values_over_the_configured_maximum_are_refused,
     created_tables_have_the_documented_schema_and_ttl,
     strongly_consistent_reads_see_their_own_writes,
+    take_pops_a_value_for_exactly_one_caller,
+    touch_slides_the_expiry_with_few_writes,
+    ttl_tells_what_is_left,
+    entries_streams_every_live_value_with_its_key,
+    copy_to_another_namespace_keeps_values_expiry_and_chunks,
 );
 
 mod suite {
@@ -44,7 +49,7 @@ mod suite {
     use aws_sdk_dynamodb::primitives::Blob;
     use aws_sdk_dynamodb::types::AttributeValue;
     use dynacache::{Cache, Error, Expiry, ManualClock, Table};
-    use futures::TryStreamExt;
+    use futures::{StreamExt, TryStreamExt};
     use serde::{Deserialize, Serialize};
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -153,7 +158,7 @@ mod suite {
         v
     }
 
-    #[derive(Serialize, Deserialize, PartialEq, Debug)]
+    #[derive(Serialize, Deserialize, PartialEq, Debug, Clone)]
     struct Bytes(#[serde(with = "serde_bytes")] Vec<u8>);
 
     pub async fn typed_values_round_trip_exactly(table: Table) {
@@ -943,5 +948,230 @@ mod suite {
             c.set("k", &i).await.unwrap();
             assert_eq!(c.get::<i32>("k").await.unwrap(), Some(i));
         }
+    }
+
+    /// `take`: of many callers in two "processes" (caches of their own) popping one key at
+    /// once, exactly one gets the value; a large value comes back whole and leaves no chunks;
+    /// an expired value is not taken.
+    pub async fn take_pops_a_value_for_exactly_one_caller(table: Table) {
+        let (a, b) = (cache(&table), cache(&table));
+        for round in 0..5 {
+            let key = format!("token{round}");
+            a.set(&key, &round).await.unwrap();
+            let takers = (0..16).map(|i| {
+                let c = if i % 2 == 0 { a.clone() } else { b.clone() };
+                let key = key.clone();
+                tokio::spawn(async move { c.take::<i32>(&key).await.unwrap() })
+            });
+            let got: Vec<Option<i32>> = futures::future::join_all(takers)
+                .await
+                .into_iter()
+                .map(Result::unwrap)
+                .collect();
+            let winners: Vec<i32> = got.into_iter().flatten().collect();
+            assert_eq!(winners, [round], "round {round}");
+            assert!(!a.has(&key).await.unwrap());
+        }
+        let big = Bytes(random_bytes(900_000));
+        a.set("big", &big).await.unwrap();
+        assert_eq!(b.take::<Bytes>("big").await.unwrap(), Some(big));
+        assert_eq!(a.get::<Bytes>("big").await.unwrap(), None);
+        assert!(
+            all_keys(&table).await.iter().all(|k| !k.starts_with("kv!")),
+            "chunks left: {:?}",
+            all_keys(&table).await
+        );
+
+        let clock = ManualClock::new();
+        let c = clocked(&table, &clock);
+        c.set_with("brief", "v", Duration::from_secs(10).into())
+            .await
+            .unwrap();
+        clock.advance(Duration::from_secs(11));
+        assert_eq!(c.take::<String>("brief").await.unwrap(), None);
+    }
+
+    /// `touch`: keeps a value alive for the given time from now, writing the expiry only when
+    /// less than 90% of it is left; a missing or expired key is not created.
+    pub async fn touch_slides_the_expiry_with_few_writes(table: Table) {
+        let clock = ManualClock::new();
+        let c = clocked(&table, &clock);
+        let ttl = Duration::from_secs(100);
+        c.set_with("session", "alice", ttl.into()).await.unwrap();
+        let written = |item: &HashMap<String, AttributeValue>| -> i64 {
+            item["e"].as_n().unwrap().parse().unwrap()
+        };
+        let first = written(&raw(&table, "kv:session").await.unwrap());
+
+        // 95 s left of 100: more than 90%, so nothing is written.
+        clock.advance(Duration::from_secs(5));
+        assert!(c.touch("session", ttl).await.unwrap());
+        assert_eq!(written(&raw(&table, "kv:session").await.unwrap()), first);
+
+        // 85 s left: the expiry moves to 100 s from now.
+        clock.advance(Duration::from_secs(10));
+        assert!(c.touch("session", ttl).await.unwrap());
+        let second = written(&raw(&table, "kv:session").await.unwrap());
+        assert_eq!(second, first + 15_000);
+
+        // Touched often, it outlives its first expiry by far, value unchanged.
+        for _ in 0..30 {
+            clock.advance(Duration::from_secs(20));
+            assert!(c.touch("session", ttl).await.unwrap());
+        }
+        assert_eq!(
+            c.get::<String>("session").await.unwrap().as_deref(),
+            Some("alice")
+        );
+        let left = c.ttl("session").await.unwrap().flatten().unwrap();
+        assert!(left > Duration::from_secs(70), "{left:?}");
+
+        // Expired or missing: not created.
+        clock.advance(Duration::from_secs(101));
+        assert!(!c.touch("session", ttl).await.unwrap());
+        assert_eq!(c.get::<String>("session").await.unwrap(), None);
+        assert!(!c.touch("nobody", ttl).await.unwrap());
+        assert_eq!(c.get::<String>("nobody").await.unwrap(), None);
+        // A lifetime is never shortened.
+        c.set_with("forever", "x", Expiry::Never).await.unwrap();
+        assert!(c.touch("forever", ttl).await.unwrap());
+        assert_eq!(c.ttl("forever").await.unwrap(), Some(None));
+        c.set_with("long", "x", Duration::from_secs(1000).into())
+            .await
+            .unwrap();
+        assert!(c.touch("long", ttl).await.unwrap());
+        assert_eq!(
+            c.ttl("long").await.unwrap(),
+            Some(Some(Duration::from_secs(1000)))
+        );
+    }
+
+    /// `ttl`: the time left, `Some(None)` for a value that never expires, `None` for missing or
+    /// expired keys.
+    pub async fn ttl_tells_what_is_left(table: Table) {
+        let clock = ManualClock::new();
+        let c = clocked(&table, &clock);
+        c.set_with("k", &1, Duration::from_secs(60).into())
+            .await
+            .unwrap();
+        c.set_with("never", &1, Expiry::Never).await.unwrap();
+        c.set_with(
+            "big",
+            &Bytes(random_bytes(500_000)),
+            Duration::from_secs(60).into(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            c.ttl("k").await.unwrap(),
+            Some(Some(Duration::from_secs(60)))
+        );
+        assert_eq!(c.ttl("never").await.unwrap(), Some(None));
+        clock.advance(Duration::from_secs(20));
+        assert_eq!(
+            c.ttl("k").await.unwrap(),
+            Some(Some(Duration::from_secs(40)))
+        );
+        assert_eq!(
+            c.ttl("big").await.unwrap(),
+            Some(Some(Duration::from_secs(40)))
+        );
+        clock.advance(Duration::from_secs(41));
+        assert_eq!(c.ttl("k").await.unwrap(), None);
+        assert_eq!(c.ttl("missing").await.unwrap(), None);
+        assert!(c.ttl("").await.unwrap_err().is_invalid_input());
+    }
+
+    /// `entries`: every live value of the namespace with its key, across pages and chunks;
+    /// expired values and other namespaces left out; a value of another type is an error item
+    /// and the stream goes on.
+    pub async fn entries_streams_every_live_value_with_its_key(table: Table) {
+        let clock = ManualClock::new();
+        let c = clocked(&table, &clock);
+        let pairs: Vec<(String, String)> = (0..300)
+            .map(|i| {
+                (
+                    format!("key{i:03}"),
+                    format!("value {i} {}", "x".repeat(i * 10)),
+                )
+            })
+            .collect();
+        c.set_many(pairs.iter().map(|(k, v)| (k, v)), Expiry::Default)
+            .await
+            .unwrap();
+        let big = String::from_utf8(
+            random_bytes(700_000)
+                .iter()
+                .map(|b| b'a' + b % 26)
+                .collect(),
+        )
+        .unwrap();
+        c.set("big", &big).await.unwrap();
+        c.set_with("brief", "gone", Duration::from_secs(5).into())
+            .await
+            .unwrap();
+        c.set("number", &7u64).await.unwrap();
+        Cache::builder()
+            .namespace("other")
+            .build(table.clone())
+            .unwrap()
+            .set("key000", "not mine")
+            .await
+            .unwrap();
+        clock.advance(Duration::from_secs(6));
+
+        let mut got = Vec::new();
+        let mut errors = 0;
+        let mut stream = c.entries::<String>();
+        while let Some(next) = stream.next().await {
+            match next {
+                Ok((k, v)) => got.push((k.to_string(), v)),
+                Err(_) => errors += 1,
+            }
+        }
+        got.sort();
+        let mut want = pairs.clone();
+        want.push(("big".into(), big));
+        want.sort();
+        assert_eq!(errors, 1, "the counter is not a string");
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "entries differ from what was stored");
+    }
+
+    /// `copy_to` within one table: every value, its expiry and its chunks, under another
+    /// namespace; the source unchanged; copying again replaces rather than duplicates.
+    pub async fn copy_to_another_namespace_keeps_values_expiry_and_chunks(table: Table) {
+        let clock = ManualClock::new();
+        let ns = |name: &str| {
+            Cache::builder()
+                .namespace(name)
+                .clock(clock.clone())
+                .build(table.clone())
+                .unwrap()
+        };
+        let (from, to) = (ns("from"), ns("to"));
+        let big = Bytes(random_bytes(1_500_000));
+        from.set("big", &big).await.unwrap();
+        from.set_with("brief", "v", Duration::from_secs(60).into())
+            .await
+            .unwrap();
+        from.inc("hits", 3).await.unwrap();
+        let mut seen = Vec::new();
+        let done = from.copy_to(&to, |p| seen.push(p.items)).await.unwrap();
+        assert!(done.items > 3, "chunks are items too: {done:?}");
+        assert_eq!(seen.last(), Some(&done.items));
+        assert_eq!(to.get::<Bytes>("big").await.unwrap(), Some(big.clone()));
+        assert_eq!(to.get::<u64>("hits").await.unwrap(), Some(3));
+        assert_eq!(
+            to.ttl("brief").await.unwrap(),
+            Some(Some(Duration::from_secs(60)))
+        );
+        assert_eq!(from.get::<Bytes>("big").await.unwrap(), Some(big.clone()));
+        let before = all_keys(&table).await.len();
+        from.copy_to(&to, |_| {}).await.unwrap();
+        assert_eq!(to.len().await.unwrap(), 3);
+        // The second copy's chunks replace the first's under the same names.
+        assert_eq!(all_keys(&table).await.len(), before);
+        assert_eq!(to.get::<Bytes>("big").await.unwrap(), Some(big));
     }
 }

@@ -486,7 +486,8 @@ impl HttpCache {
 
     /// Copies every stored response of this cache (variants, aliases and bodies in chunks
     /// included, chunks before the items naming them) into `target`'s namespace and table, with
-    /// progress as it goes; see [`Cache::copy_to`](crate::Cache::copy_to).
+    /// progress as it goes; see [`Cache::copy_to`](crate::Cache::copy_to). Signed responses
+    /// are copied as they are, and verify in the target when it has the same secret keys.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
@@ -505,7 +506,12 @@ impl HttpCache {
         if let Some(tier) = &target.inner.tier {
             tier.clear();
         }
-        self.inner.store.copy_to(&target.inner.store, progress).await
+        // A response's signature covers its key within the namespace, not the namespace: it
+        // verifies in the target when the target has the same secret keys.
+        self.inner
+            .store
+            .copy_to(&target.inner.store, |_, _, _| true, progress)
+            .await
     }
 
     /// Deletes every item of this cache. Returns how many items were deleted.

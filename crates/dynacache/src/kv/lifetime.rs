@@ -45,8 +45,9 @@ impl Cache {
 
     /// Sliding expiry: keeps the value under `key` alive for `ttl` from now, without rewriting
     /// it. The expiry is written only when less than 90% of `ttl` is left, so a value touched on
-    /// every read costs a write about once per tenth of its lifetime. Returns whether a live
-    /// value was there (nothing is created).
+    /// every read costs a write about once per tenth of its lifetime. It never shortens a
+    /// lifetime: a value with more than `ttl` left, or none, is left as it is. Returns whether a
+    /// live value was there (nothing is created).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {

@@ -323,7 +323,7 @@ impl Kept {
 }
 
 /// The attribute holding a value's signature.
-const SIGNATURE: &str = "sig";
+pub(super) const SIGNATURE: &str = "sig";
 
 impl Cache {
     /// A cache with default settings (namespace `kv`, values never expire).
@@ -576,6 +576,22 @@ impl Cache {
             out.extend_from_slice(part);
         }
         out
+    }
+
+    /// The bytes a stored entry's signature covers, from the item as stored under `pk` (the
+    /// same as [`verify`](Cache::verify) checks once the value is read).
+    pub(super) fn item_signing_input(pk: &str, item: &Item) -> Vec<u8> {
+        use crate::table::item::{CHECKSUM, CHUNK_VERSION, EXPIRES, FORMAT, VALUE};
+        use crate::table::item::{get_b, get_i64, get_s};
+        let sum = match get_b(item, VALUE) {
+            Some(value) => codec::checksum(value),
+            None if item.contains_key(CHUNK_VERSION) => get_b(item, CHECKSUM)
+                .map(<[u8]>::to_vec)
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let expires = get_i64(item, EXPIRES).and_then(|e| e.ok());
+        Self::signing_input(pk, get_s(item, FORMAT).unwrap_or_default(), &sum, expires)
     }
 
     /// The attributes of a value to store, signed when signing is on.

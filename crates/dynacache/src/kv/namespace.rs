@@ -3,9 +3,11 @@
 use futures::stream::{BoxStream, StreamExt};
 use serde::de::DeserializeOwned;
 
-use super::Cache;
+use super::{Cache, SIGNATURE};
+use crate::codec;
 use crate::error::Result;
 use crate::store::{CopyProgress, Decoded, Key};
+use crate::table::item::{Item, b, get_b};
 
 impl Cache {
     /// Every live key with its value, as a stream read page by page (a Scan of the whole table
@@ -72,10 +74,12 @@ impl Cache {
     /// Copies every item of this cache's namespace into `target`'s namespace and table (the
     /// same engine or another: from the embedded file to AWS, say), chunks of large values
     /// before the entries naming them, reporting progress as it goes. Values are copied as they
-    /// are stored, expiry, checksums and signatures included (a signed value copied under
-    /// another namespace no longer verifies: its signature covers its key). Entries already in
-    /// the target under the same keys are replaced. `dynacache copy` is this, with a progress
-    /// bar.
+    /// are stored, with their expiry and checksums. When this cache signs its values, only
+    /// values whose signature verifies are copied (the others are counted in
+    /// [`CopyProgress::skipped`]); when the target signs, every value copied is signed with the
+    /// target's first secret key for its new key, so a copy to another namespace or to a cache
+    /// with other secret keys verifies there. Entries already in the target under the same keys
+    /// are replaced. `dynacache copy` is this, with a progress bar.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
@@ -97,6 +101,31 @@ impl Cache {
         if let Some(tier) = &target.inner.tier {
             tier.clear();
         }
-        self.store().copy_to(target.store(), progress).await
+        let resign = |old_pk: &str, new_pk: &str, item: &mut Item| {
+            // Counters are not signed (an atomic add cannot re-sign), and are read as they are.
+            if item.contains_key(crate::table::item::COUNTER) {
+                return true;
+            }
+            if !self.inner.secret_keys.0.is_empty() {
+                let input = Cache::item_signing_input(old_pk, item);
+                let signed = get_b(item, SIGNATURE).is_some_and(|sig| {
+                    codec::signed_by_any(&self.inner.secret_keys.0, &input, sig)
+                });
+                if !signed {
+                    return false;
+                }
+            }
+            match target.inner.secret_keys.0.first() {
+                Some(secret) => {
+                    let input = Cache::item_signing_input(new_pk, item);
+                    item.insert(SIGNATURE.to_owned(), b(codec::hmac(secret, &input)));
+                }
+                None => {
+                    item.remove(SIGNATURE);
+                }
+            }
+            true
+        };
+        self.store().copy_to(target.store(), resign, progress).await
     }
 }

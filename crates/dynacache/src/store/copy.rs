@@ -21,6 +21,9 @@ pub struct CopyProgress {
     pub items: u64,
     /// Their size in bytes, as DynamoDB counts it.
     pub bytes: u64,
+    /// Entries left behind because their signature does not verify with the source's secret
+    /// keys (a signed cache copies only what it would serve).
+    pub skipped: u64,
 }
 
 /// Items written per progress report.
@@ -31,10 +34,13 @@ impl Store {
     /// chunks of large values first, then the entries that name them, so a reader of the
     /// target never finds an entry whose chunks are not there yet. Items are copied as they are
     /// (values, expiry, checksums, signatures), with the key renamed to the target's namespace
-    /// and the key and TTL attributes to the target table's. Reports progress to `progress`.
+    /// and the key and TTL attributes to the target table's. `rewrite` sees each entry (not
+    /// chunks, not leases) with its source and target keys before it is written: it may re-sign
+    /// it, or return false to leave it behind. Reports progress to `progress`.
     pub(crate) async fn copy_to(
         &self,
         target: &Store,
+        rewrite: impl Fn(&str, &str, &mut Item) -> bool,
         mut progress: impl FnMut(CopyProgress),
     ) -> Result<CopyProgress> {
         let mut done = CopyProgress::default();
@@ -44,7 +50,8 @@ impl Store {
             entry_prefixes(ns),
             vec![lease_prefix(ns)],
         ];
-        for prefixes in passes {
+        for (pass, prefixes) in passes.into_iter().enumerate() {
+            let entries = pass == 1;
             let mut pages = self
                 .table()
                 .scan(ScanSpec {
@@ -54,6 +61,19 @@ impl Store {
                 .map(|item| item.map(|i| self.retarget(i, target)))
                 .try_chunks(REPORT_EVERY);
             while let Some(batch) = pages.try_next().await.map_err(|e| e.1)? {
+                let before = batch.len();
+                let batch: Vec<Item> = batch
+                    .into_iter()
+                    .filter_map(|(old_pk, mut item)| {
+                        let new_pk = get_s(&item, target.table().key_attribute())?.to_owned();
+                        (!entries || rewrite(&old_pk, &new_pk, &mut item)).then_some(item)
+                    })
+                    .collect();
+                done.skipped += (before - batch.len()) as u64;
+                if batch.is_empty() {
+                    progress(done);
+                    continue;
+                }
                 let bytes: usize = batch.iter().map(item::item_size).sum();
                 let count = batch.len() as u64;
                 target
@@ -68,16 +88,17 @@ impl Store {
         Ok(done)
     }
 
-    /// An item of this namespace as the target stores it.
-    fn retarget(&self, mut item: Item, target: &Store) -> Item {
+    /// An item of this namespace as the target stores it, with its key in the source.
+    fn retarget(&self, mut item: Item, target: &Store) -> (String, Item) {
         let (from, to) = (self.table(), target.table());
         let rename = |pk: &str| match pk.strip_prefix(self.namespace()) {
             Some(rest) => format!("{}{rest}", target.namespace()),
             None => pk.to_owned(),
         };
+        let mut old_pk = String::new();
         if let Some(pk) = item.remove(from.key_attribute()) {
-            let pk = pk.as_s().map(|p| rename(p)).unwrap_or_default();
-            item.insert(to.key_attribute().to_owned(), s(pk));
+            old_pk = pk.as_s().cloned().unwrap_or_default();
+            item.insert(to.key_attribute().to_owned(), s(rename(&old_pk)));
         }
         if let Some(ttl) = item.remove(from.ttl_attribute()) {
             item.insert(to.ttl_attribute().to_owned(), ttl);
@@ -86,6 +107,6 @@ impl Store {
         if let Some(head) = get_s(&item, item::HEAD).map(rename) {
             item.insert(item::HEAD.to_owned(), s(head));
         }
-        item
+        (old_pk, item)
     }
 }

@@ -696,8 +696,15 @@ impl Store {
     /// Deletes an entry and returns it as it was, if it was live: one DeleteItem, so no other
     /// caller can take it too. A payload in chunks is read before its chunks are removed.
     pub(crate) async fn take(&self, key: &StoredKey) -> Result<Option<Entry>> {
-        let Put::Written { old: Some(old) } =
-            self.inner.table.delete_item(&key.pk, None, true).await?
+        // Conditional, so that of concurrent takers exactly one deletes the item on every
+        // engine: DynamoDB Local may hand the old item to several unconditional deletes.
+        let exists =
+            Expr::new("attribute_exists(#k)").name("#k", self.inner.table.key_attribute());
+        let Put::Written { old: Some(old) } = self
+            .inner
+            .table
+            .delete_item(&key.pk, Some(exists), true)
+            .await?
         else {
             return Ok(None);
         };
