@@ -1,10 +1,11 @@
 //! `dynacache table template --format iam`: a least-privilege IAM policy for some namespaces.
 //!
-//! Every item of a namespace has a partition key starting with the namespace and one of three
+//! Every item of a namespace has a partition key starting with the namespace and one of four
 //! separators (`crates/dynacache/src/store/key.rs` and `chunks.rs`): `{ns}:{key}` (readable keys),
-//! `{ns}#{sha256 hex}` (long or binary keys) and `{ns}!{version}!{index}` (chunks of large
-//! values). A namespace contains none of the separators, so `{ns}:*`, `{ns}#*` and `{ns}!*` match
-//! that namespace's items and no other's. The policy grants the item actions on the table under a
+//! `{ns}#{sha256 hex}` (long or binary keys), `{ns}!{version}!{index}` (chunks of large values)
+//! and `{ns}~{name}` (leases: fleet-wide single flight and user leases). A namespace contains none
+//! of the separators, so `{ns}:*`, `{ns}#*`, `{ns}!*` and `{ns}~*` match that namespace's items
+//! and no other's. The policy grants the item actions on the table under a
 //! `ForAllValues:StringLike` condition on `dynamodb:LeadingKeys` with those patterns (and a `Null`
 //! condition, so that a request without a partition key is not allowed by an empty "for all").
 //! `dynamodb:Scan` has no partition key to check: it is granted only on request, on the whole
@@ -27,7 +28,7 @@ pub const ITEM_ACTIONS: [&str; 6] = [
 ];
 
 /// The separators that follow the namespace in every partition key dynacache writes.
-const SEPARATORS: [char; 3] = [':', '#', '!'];
+const SEPARATORS: [char; 4] = [':', '#', '!', '~'];
 
 /// An IAM policy document, with its elements in the usual order.
 #[derive(Debug, Serialize)]
@@ -270,12 +271,14 @@ mod tests {
 
     #[test]
     fn iam_patterns_follow_the_key_layout() {
-        assert_eq!(patterns("web"), ["web:*", "web#*", "web!*"]);
+        assert_eq!(patterns("web"), ["web:*", "web#*", "web!*", "web~*"]);
     }
 
     #[test]
     fn iam_refuses_wildcards_and_what_dynacache_refuses() {
-        for bad in ["a*", "*", "a?b", "?", "", "a:b", "a#b", "a!b", "a b", "é"] {
+        for bad in [
+            "a*", "*", "a?b", "?", "", "a:b", "a#b", "a!b", "a~b", "a b", "é",
+        ] {
             assert!(policy(&request(&[bad])).is_err(), "{bad:?}");
         }
         let long = "n".repeat(65);
@@ -317,7 +320,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&printed.document).unwrap();
         assert_eq!(
             v["Statement"][0]["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"],
-            json!(["kv:*", "kv#*", "kv!*"])
+            json!(["kv:*", "kv#*", "kv!*", "kv~*"])
         );
     }
 }

@@ -1217,7 +1217,9 @@ fn iam_policy_document_has_the_item_actions_confined_to_the_namespaces() {
     );
     assert_eq!(
         leading_key_patterns(&policy),
-        ["http:*", "http#*", "http!*", "kv:*", "kv#*", "kv!*"]
+        [
+            "http:*", "http#*", "http!*", "http~*", "kv:*", "kv#*", "kv!*", "kv~*"
+        ]
     );
     // A request that names no partition key is not let through by an empty "for all values".
     assert_eq!(items["Condition"]["Null"]["dynamodb:LeadingKeys"], "false");
@@ -1256,9 +1258,11 @@ fn iam_policy_document_has_the_item_actions_confined_to_the_namespaces() {
             "acme:*",
             "acme#*",
             "acme!*",
+            "acme~*",
             "acme/kv:*",
             "acme/kv#*",
-            "acme/kv!*"
+            "acme/kv!*",
+            "acme/kv~*"
         ]
     );
     let scan = &policy["Statement"][1];
@@ -1298,7 +1302,14 @@ fn iam_policy_document_has_the_item_actions_confined_to_the_namespaces() {
         let policy: Value = serde_json::from_slice(&out.stdout).unwrap();
         let expected: Vec<String> = expected
             .iter()
-            .flat_map(|ns| [format!("{ns}:*"), format!("{ns}#*"), format!("{ns}!*")])
+            .flat_map(|ns| {
+                [
+                    format!("{ns}:*"),
+                    format!("{ns}#*"),
+                    format!("{ns}!*"),
+                    format!("{ns}~*"),
+                ]
+            })
             .collect();
         assert_eq!(leading_key_patterns(&policy), expected, "{env:?} {args:?}");
     }
@@ -1420,13 +1431,14 @@ const OTHER_KV: &str = "acme/kv2";
 /// The namespace a partition key belongs to: what comes before the first separator.
 fn namespace_of(pk: &str) -> &str {
     let end = pk
-        .find([':', '#', '!'])
+        .find([':', '#', '!', '~'])
         .unwrap_or_else(|| panic!("{pk:?} is in no namespace"));
     &pk[..end]
 }
 
 /// Key/value work of one namespace through the library: a binary key (hashed), a large value
-/// (chunked) replaced by another, an atomic add, a counter, batched reads and writes.
+/// (chunked) replaced by another, an atomic add, a counter, batched reads and writes, a lease,
+/// read-through with fleet-wide single flight, touch and take.
 async fn kv_library_workload(table: &dynacache::Table, ns: &str) {
     let cache = dynacache::Cache::builder()
         .namespace(ns)
@@ -1462,6 +1474,26 @@ async fn kv_library_workload(table: &dynacache::Table, ns: &str) {
     assert_eq!(got, [Some(1), Some(2), None]);
     cache.delete_many(["m2", "absent"]).await.unwrap();
     assert_eq!(cache.get::<i32>("m2").await.unwrap(), None);
+    // Leases, read-through with fleet-wide single flight, take and touch.
+    let ttl = std::time::Duration::from_secs(30);
+    let mut lease = cache.lease("job", ttl).await.unwrap().expect("free");
+    assert!(cache.renew(&mut lease, ttl).await.unwrap());
+    assert!(cache.release(lease).await.unwrap());
+    let fleet = dynacache::Cache::builder()
+        .namespace(ns)
+        .fleet_single_flight(dynacache::FleetSingleFlight::new(ttl))
+        .build(table.clone())
+        .unwrap();
+    let v: u32 =
+        Box::pin(fleet.get_or_insert_with("computed", dynacache::Expiry::Never, || async { 7 }))
+            .await;
+    assert_eq!(v, 7);
+    cache
+        .set_with("session", &1, dynacache::Expiry::After(ttl))
+        .await
+        .unwrap();
+    assert!(cache.touch("session", ttl * 100).await.unwrap());
+    assert_eq!(cache.take::<u32>("session").await.unwrap(), Some(1));
 }
 
 /// The same work through the CLI: a short key, a key over 2 KB (stored under its hash), reads,
@@ -1571,8 +1603,8 @@ fn iam_keys_match_the_policy(place: &Place) {
 
     let keys = runtime().block_on(async {
         let table = open_table(place).await;
-        kv_library_workload(&table, TENANT_KV).await;
-        kv_library_workload(&table, OTHER_KV).await;
+        Box::pin(kv_library_workload(&table, TENANT_KV)).await;
+        Box::pin(kv_library_workload(&table, OTHER_KV)).await;
         all_partition_keys(&table).await
     });
     let mut tenant_keys = 0;
@@ -1879,7 +1911,7 @@ fn iam_enforced_workload(place: &Place) {
     kv_cli_workload(&through, &tenant_flags, TENANT_KV);
     runtime().block_on(async {
         let table = open_table(&through).await;
-        kv_library_workload(&table, TENANT_KV).await;
+        Box::pin(kv_library_workload(&table, TENANT_KV)).await;
     });
     let calls = stand_in.take_calls();
     let refused: Vec<&Call> = calls.iter().filter(|c| !c.allowed).collect();

@@ -230,13 +230,7 @@ where
             weight: u32::try_from(bytes.saturating_add(64)).unwrap_or(u32::MAX),
         };
         self.cache.insert(key, Arc::new(slot));
-        crate::metrics::in_process(
-            self.label,
-            InProcessUsage {
-                entries: self.cache.entry_count(),
-                bytes: self.cache.weighted_size(),
-            },
-        );
+        self.report();
     }
 
     /// Drops the value under `key` (this process is changing it).
@@ -244,6 +238,7 @@ where
         self.changes
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.cache.invalidate(key);
+        self.report();
     }
 
     /// Drops every value.
@@ -251,6 +246,14 @@ where
         self.changes
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.cache.invalidate_all();
+        self.report();
+    }
+
+    /// Sets the gauges of what is kept. moka counts entries and bytes only as it runs its
+    /// pending tasks: without running them, the gauges lag (a first insert reads 0) and stay
+    /// wrong until the next insert.
+    fn report(&self) {
+        crate::metrics::in_process(self.label, self.usage());
     }
 
     /// What is kept now.

@@ -27,6 +27,8 @@ conformance!(
     refresh_and_force_refresh_per_request,
     read_only_and_disabled_caches_never_write,
     concurrent_misses_send_one_request_to_the_origin,
+    fleet_single_flight_sends_one_request_for_misses_in_four_processes,
+    fleet_single_flight_lets_every_process_through_when_nothing_is_stored,
     a_20_megabyte_body_is_cached_and_served_like_a_small_one,
     expires_headers_date_responses,
     small_text_bodies_are_readable_and_larger_ones_compressed,
@@ -54,7 +56,7 @@ mod suite {
     };
     use dynacache::{Cache, ManualClock, Table};
 
-    use crate::common::origin::Origin;
+    use crate::common::origin::{Origin, Reply};
 
     struct Env {
         origin: Origin,
@@ -633,6 +635,90 @@ mod suite {
         }
         assert_eq!(e.origin.count("/slow"), 1);
         assert_eq!(e.client.cache().stats().coalesced, 9);
+    }
+
+    /// Four caches on one table, as four processes of a fleet, each with its own in-process
+    /// coalescing: 64 concurrent misses of one URL, 16 in each, reach the origin once.
+    pub async fn fleet_single_flight_sends_one_request_for_misses_in_four_processes(table: Table) {
+        let origin = Origin::start().await;
+        let flight = dynacache::FleetSingleFlight::new(Duration::from_secs(30));
+        let clients: Vec<CachedClient> = (0..4)
+            .map(|_| {
+                let cache = HttpCache::builder()
+                    .fleet_single_flight(flight)
+                    .write_wait(Duration::from_secs(60))
+                    .build(table.clone())
+                    .unwrap();
+                CachedClient::new(reqwest::Client::new(), cache)
+            })
+            .collect();
+        let mut tasks = Vec::new();
+        for i in 0..64 {
+            let client = clients[i % 4].clone();
+            let url = origin.url("/slow");
+            tasks.push(tokio::spawn(async move {
+                let res = client.get(url).send().await.unwrap();
+                res.text().await.unwrap()
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), "slow");
+        }
+        assert_eq!(origin.count("/slow"), 1);
+        let coalesced: u64 = clients.iter().map(|c| c.cache().stats().coalesced).sum();
+        assert_eq!(coalesced, 63);
+        // Later misses of other URLs each take and release the lease in turn.
+        for path in ["/json", "/etag"] {
+            for c in &clients {
+                let res = c.get(origin.url(path)).send().await.unwrap();
+                assert!(res.status().is_success());
+            }
+            assert_eq!(origin.count(path), 1, "{path}");
+        }
+    }
+
+    /// A response that may not be stored: the processes waiting on the lease go ahead when the
+    /// leader releases it, every request gets its answer from the origin.
+    pub async fn fleet_single_flight_lets_every_process_through_when_nothing_is_stored(
+        table: Table,
+    ) {
+        let origin = Origin::start().await;
+        let path = origin.respond(
+            "private",
+            Reply::ok("not for the cache")
+                .header("cache-control", "no-store")
+                .delay(Duration::from_millis(200)),
+        );
+        let flight = dynacache::FleetSingleFlight::new(Duration::from_secs(600));
+        let clients: Vec<CachedClient> = (0..4)
+            .map(|_| {
+                let cache = HttpCache::builder()
+                    .fleet_single_flight(flight)
+                    .build(table.clone())
+                    .unwrap();
+                CachedClient::new(reqwest::Client::new(), cache)
+            })
+            .collect();
+        let mut tasks = Vec::new();
+        for c in &clients {
+            let client = c.clone();
+            let url = origin.url(&path);
+            tasks.push(tokio::spawn(async move {
+                let res = client.get(url).send().await.unwrap();
+                (res.status(), res.text().await.unwrap())
+            }));
+        }
+        for t in tasks {
+            // With a 10-minute lease, only the release lets the others through: a hang here
+            // (caught by the suite's guard) would mean they waited for the lease to expire.
+            let (status, body) = tokio::time::timeout(Duration::from_secs(120), t)
+                .await
+                .expect("waiting processes were let through")
+                .unwrap();
+            assert_eq!(status, 200);
+            assert_eq!(body, "not for the cache");
+        }
+        assert_eq!(origin.count(&path), 4);
     }
 
     pub async fn a_20_megabyte_body_is_cached_and_served_like_a_small_one(table: Table) {

@@ -43,6 +43,7 @@ pub struct HttpCacheBuilder {
     refresher: Option<reqwest::Client>,
     secret_keys: Vec<Vec<u8>>,
     tier: Option<crate::InProcessTier>,
+    fleet: Option<crate::FleetSingleFlight>,
 }
 
 impl std::fmt::Debug for HttpCacheBuilder {
@@ -469,6 +470,27 @@ impl HttpCacheBuilder {
         self
     }
 
+    /// One trip to the origin per miss across the fleet (default: off; misses are always
+    /// shared within a process). On a miss of a `GET`, the process that takes a lease item in
+    /// the table fetches; the others poll the table for the response it stores, and fetch
+    /// themselves when it does not land within the flight's wait (the leader crashed, was slow,
+    /// or the response is not storable). A miss costs two more writes (taking and releasing the
+    /// lease) and a read, and, for processes that wait, a read per poll (20 ms doubling to
+    /// 500 ms). See
+    /// [`FleetSingleFlight`](crate::FleetSingleFlight).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use dynacache::FleetSingleFlight;
+    /// let builder = dynacache::http::HttpCache::builder().fleet_single_flight(
+    ///     FleetSingleFlight::new(Duration::from_secs(10)).wait(Duration::from_secs(2)),
+    /// );
+    /// ```
+    pub fn fleet_single_flight(mut self, flight: crate::FleetSingleFlight) -> Self {
+        self.fleet = Some(flight);
+        self
+    }
+
     /// The client background refreshes (`stale_while_revalidate`) use when the cache runs as a
     /// middleware (a [`CachedClient`](super::CachedClient) uses its own).
     ///
@@ -561,6 +583,7 @@ impl HttpCacheBuilder {
                 secret_keys: self.secret_keys,
                 tier,
                 refresh: self.refresher.map(super::front::reqwest::refresher),
+                fleet: self.fleet,
             }),
         })
     }

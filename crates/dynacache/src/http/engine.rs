@@ -20,6 +20,7 @@ use http_body::Body;
 
 use super::body::{BoxError, CacheBody};
 use super::facts::{CacheStats, Counters, bump};
+use super::fleet::FleetTurn;
 use super::policy::{self, Action, PolicyConfig, RequestDirectives};
 use super::settings::{ExpireAfter, RequestOptions, Settings};
 use super::stored::{Found, Lookup, Shared};
@@ -80,6 +81,8 @@ pub(crate) struct Inner {
     pub(super) tier: Option<crate::tier::Tier<String, super::stored::Kept>>,
     /// Background refreshes for front-ends that cannot make their own (the middleware).
     pub(super) refresh: Option<Refresh>,
+    /// Fleet-wide single flight for misses, when on.
+    pub(super) fleet: Option<crate::FleetSingleFlight>,
 }
 
 /// A request as the engine sees it.
@@ -434,8 +437,6 @@ impl HttpCache {
                 if stale {
                     bump(&self.inner.counters.stale_served);
                     crate::metrics::stale_served("http");
-                    crate::metrics::stale_served("http");
-                    crate::metrics::stale_served("http");
                 } else {
                     bump(&self.inner.counters.hits);
                     crate::metrics::hit("http", if from_tier { "memory" } else { "table" });
@@ -478,7 +479,6 @@ impl HttpCache {
                     let stale = found.is_stale(self.now());
                     bump(&self.inner.counters.stale_served);
                     crate::metrics::stale_served("http");
-                    crate::metrics::stale_served("http");
                     return Ok(self.reply(&found, &incoming, &decision, Served::hit(stale)));
                 }
                 let res = res?;
@@ -499,7 +499,6 @@ impl HttpCache {
                     }
                     if let Some(refreshed) = self.ready(refreshed, &incoming).await {
                         bump(&self.inner.counters.revalidated);
-                        crate::metrics::revalidated();
                         crate::metrics::revalidated();
                         return Ok(self.reply(
                             &refreshed,
@@ -560,12 +559,41 @@ impl HttpCache {
         let key = lookup.coalescing_key(&incoming.parts.headers);
         let shared = match self.inner.coalescer.join(&key, looked_up_at) {
             Role::Leader(leader) => {
+                let mut holding = None;
+                if let Some(fleet) = self.inner.fleet {
+                    match self.fleet_turn(incoming, lookup, &key, fleet).await {
+                        FleetTurn::Landed {
+                            found,
+                            decision,
+                            shared,
+                        } => {
+                            leader.finish(Some(shared));
+                            bump(&self.inner.counters.coalesced);
+                            crate::metrics::coalesced("http", "fleet");
+                            return Ok(self.reply(
+                                &found,
+                                incoming,
+                                &decision,
+                                Served::coalesced(),
+                            ));
+                        }
+                        FleetTurn::Fetch(h) => holding = h,
+                    }
+                }
                 let request_time = self.now();
-                let res = fetch(incoming.for_origin_on_miss()).await?;
+                let res = fetch(incoming.for_origin_on_miss()).await;
+                let res = match res {
+                    Ok(res) => res,
+                    Err(e) => {
+                        self.end_fleet_turn(holding).await;
+                        return Err(e);
+                    }
+                };
                 let (response, shared) = self
                     .store_and_answer(incoming, lookup, res, request_time)
                     .await;
                 leader.finish(shared);
+                self.end_fleet_turn(holding).await;
                 return Ok(response);
             }
             Role::Follower(mut rx) => rx.recv().await.ok().flatten(),

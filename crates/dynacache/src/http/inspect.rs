@@ -493,8 +493,8 @@ impl HttpCache {
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
     /// use dynacache::{Table, http::HttpCache};
     ///
-    /// let from = HttpCache::builder().build(Table::builder().name("a").open().await?)?;
-    /// let to = HttpCache::builder().build(Table::builder().name("b").open().await?)?;
+    /// let from = HttpCache::builder().build(Table::builder().name("source").open().await?)?;
+    /// let to = HttpCache::builder().build(Table::builder().name("target").open().await?)?;
     /// assert_eq!(from.copy_to(&to, |_| {}).await?.items, 0);
     /// # Ok(()) }
     /// ```

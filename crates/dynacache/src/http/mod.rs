@@ -37,6 +37,7 @@ mod builder;
 mod document;
 mod engine;
 mod facts;
+mod fleet;
 mod front;
 #[cfg(test)]
 pub(crate) mod fuzzing;

@@ -62,7 +62,7 @@ fn user_name(name: &[u8]) -> Vec<u8> {
 
 /// A fresh owner token.
 pub(super) fn owner() -> String {
-    format!("{:032x}", fastrand::u128(..))
+    crate::store::lease::owner()
 }
 
 impl Cache {

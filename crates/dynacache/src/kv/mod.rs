@@ -4,7 +4,7 @@
 mod lease;
 mod lifetime;
 mod namespace;
-mod read_through;
+pub(crate) mod read_through;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};

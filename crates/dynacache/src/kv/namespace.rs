@@ -85,8 +85,8 @@ impl Cache {
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
     /// use dynacache::{Cache, Table};
     ///
-    /// let from = Cache::new(Table::builder().name("a").open().await?)?;
-    /// let to = Cache::new(Table::builder().name("b").open().await?)?;
+    /// let from = Cache::new(Table::builder().name("source").open().await?)?;
+    /// let to = Cache::new(Table::builder().name("target").open().await?)?;
     /// from.set("k", &"v").await?;
     /// let copied = from.copy_to(&to, |p| println!("{} items", p.items)).await?;
     /// assert_eq!(copied.items, 1);

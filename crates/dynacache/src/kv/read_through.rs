@@ -53,16 +53,26 @@ impl FleetSingleFlight {
         self.wait = wait;
         self
     }
+
+    pub(crate) fn lease_time(&self) -> Duration {
+        self.lease
+    }
+
+    pub(crate) fn wait_time(&self) -> Duration {
+        self.wait
+    }
 }
 
 /// The first poll interval while another process computes; it doubles up to the last.
-const POLL_FIRST: Duration = Duration::from_millis(20);
-const POLL_MAX: Duration = Duration::from_millis(500);
+pub(crate) const POLL_FIRST: Duration = Duration::from_millis(20);
+pub(crate) const POLL_MAX: Duration = Duration::from_millis(500);
 
 /// What a read found.
 struct Found {
     kept: Arc<Kept>,
     live: bool,
+    /// Where it was found, for metrics: `memory` or `table`.
+    tier: &'static str,
 }
 
 impl Cache {
@@ -140,8 +150,16 @@ impl Cache {
             Some(found) if found.live => {
                 if self.refresh_early(&found.kept) && self.start_refresh(&key) {
                     // This caller recomputes ahead of expiry; the others keep the value.
-                    let refreshed = self.compute(&key, expiry, factory, None).await;
-                    self.end_refresh(&key);
+                    crate::metrics::hit("kv", found.tier);
+                    // Ends the refresh however this call ends (it may be cancelled).
+                    let refreshing = Refreshing {
+                        cache: self,
+                        key: &key,
+                    };
+                    let refreshed = self
+                        .compute(&key, expiry, factory, None, Some(&found.kept))
+                        .await;
+                    drop(refreshing);
                     return match refreshed {
                         Ok(v) => Ok(v),
                         // The early refresh failed: the value is still fresh.
@@ -149,17 +167,24 @@ impl Cache {
                     };
                 }
                 match self.read_kept(&key, &found.kept) {
-                    Ok(v) => return Ok(v),
+                    Ok(v) => {
+                        crate::metrics::hit("kv", found.tier);
+                        return Ok(v);
+                    }
                     // Stored as another type: computed again, and replaced.
                     Err(_) => None,
                 }
             }
             other => other,
         };
+        crate::metrics::miss("kv");
+        let seen = found.as_ref().map(|f| f.kept.clone());
         let stale = found.filter(|f| self.within_fail_safe(&f.kept));
         let shared = match self.inner.flights.join(&key.pk, looked_up_at) {
             Role::Leader(leader) => {
-                let (result, kept) = self.compute_and_keep(&key, expiry, factory, stale).await;
+                let (result, kept) = self
+                    .compute_and_keep(&key, expiry, factory, stale, seen.as_deref())
+                    .await;
                 leader.finish(kept);
                 return result;
             }
@@ -173,14 +198,19 @@ impl Cache {
             return Ok(v);
         }
         // The computation this call waited for failed: compute with this call's own factory.
-        self.compute(&key, expiry, factory, stale).await
+        self.compute(&key, expiry, factory, stale, seen.as_deref())
+            .await
     }
 
     /// Reads a value for read-through: from the tier, else the table (expired values too, for
     /// `fail_safe`). A cache failure is a miss.
     async fn read_through_lookup(&self, key: &StoredKey) -> Option<Found> {
         if let Some(kept) = self.kept(key) {
-            return Some(Found { kept, live: true });
+            return Some(Found {
+                kept,
+                live: true,
+                tier: "memory",
+            });
         }
         let read = self.read_start();
         let entry = match self.store().get(key, true).await {
@@ -195,7 +225,11 @@ impl Cache {
         // Only a live value may go to the in-process tier.
         let kept = self.keep(key, entry, if live { read } else { None }).ok()?;
         let live = live && kept.expires.is_none_or(|e| e > now);
-        Some(Found { kept, live })
+        Some(Found {
+            kept,
+            live,
+            tier: "table",
+        })
     }
 
     /// XFetch: recompute early with a probability that grows as expiry nears, scaled by how
@@ -243,6 +277,7 @@ impl Cache {
         expiry: Expiry,
         factory: F,
         stale: Option<Found>,
+        seen: Option<&Kept>,
     ) -> (std::result::Result<T, E>, Option<Arc<Kept>>)
     where
         T: Serialize + DeserializeOwned,
@@ -251,7 +286,7 @@ impl Cache {
     {
         let mut shared = None;
         let result = self
-            .compute_inner(key, expiry, factory, stale, &mut shared)
+            .compute_inner(key, expiry, factory, stale, seen, &mut shared)
             .await;
         (result, shared)
     }
@@ -264,13 +299,14 @@ impl Cache {
         expiry: Expiry,
         factory: F,
         stale: Option<Found>,
+        seen: Option<&Kept>,
     ) -> std::result::Result<T, E>
     where
         T: Serialize + DeserializeOwned,
         F: FnOnce() -> Fut,
         Fut: Future<Output = std::result::Result<T, E>>,
     {
-        self.compute_inner(key, expiry, factory, stale, &mut None)
+        self.compute_inner(key, expiry, factory, stale, seen, &mut None)
             .await
     }
 
@@ -280,6 +316,7 @@ impl Cache {
         expiry: Expiry,
         factory: F,
         stale: Option<Found>,
+        seen: Option<&Kept>,
         shared: &mut Option<Arc<Kept>>,
     ) -> std::result::Result<T, E>
     where
@@ -288,7 +325,7 @@ impl Cache {
         Fut: Future<Output = std::result::Result<T, E>>,
     {
         let lease = match self.inner.fleet {
-            Some(fleet) => match self.wait_for_fleet(key, fleet).await {
+            Some(fleet) => match self.wait_for_fleet(key, fleet, seen).await {
                 FleetTurn::Landed(kept) => {
                     if let Ok(v) = self.read_kept(key, &kept) {
                         crate::metrics::coalesced("kv", "fleet");
@@ -364,7 +401,14 @@ impl Cache {
     }
 
     /// Waits for another process's computation of `key`, or takes the turn to compute.
-    async fn wait_for_fleet(&self, key: &StoredKey, fleet: FleetSingleFlight) -> FleetTurn {
+    /// `seen` is what this caller's lookup found (expired, of another type, or due for an
+    /// early refresh), if anything.
+    async fn wait_for_fleet(
+        &self,
+        key: &StoredKey,
+        fleet: FleetSingleFlight,
+        seen: Option<&Kept>,
+    ) -> FleetTurn {
         let mut name = b"r:".to_vec();
         name.extend_from_slice(key.original.as_deref().unwrap_or(key.pk.as_bytes()));
         let Ok(lease_key) = self.store().lease_key(&name) else {
@@ -376,6 +420,15 @@ impl Cache {
         loop {
             match self.store().acquire(&lease_key, &owner, fleet.lease).await {
                 Ok(Some(holding)) => {
+                    // Another process may have stored the value and released the lease since
+                    // this caller looked: use it rather than compute it again.
+                    if let Some(kept) = self.landed_since(key, seen).await {
+                        let _ = self
+                            .store()
+                            .release(&lease_key, &owner, holding.token)
+                            .await;
+                        return FleetTurn::Landed(kept);
+                    }
                     return FleetTurn::Compute(Some((lease_key, owner, holding.token)));
                 }
                 Ok(None) => {}
@@ -394,6 +447,32 @@ impl Cache {
                 return FleetTurn::Landed(kept);
             }
         }
+    }
+
+    /// The live value under `key`, if it is newer than `seen` (expires later): one another
+    /// process stored since this caller looked.
+    async fn landed_since(&self, key: &StoredKey, seen: Option<&Kept>) -> Option<Arc<Kept>> {
+        let entry = self.store().get(key, false).await.ok()??;
+        let kept = self.keep(key, entry, None).ok()?;
+        let newer = match seen.map(|s| s.expires) {
+            None => true,
+            Some(None) => false,
+            Some(Some(old)) => kept.expires.is_none_or(|new| new > old),
+        };
+        newer.then_some(kept)
+    }
+}
+
+/// A refresh ahead of expiry under way in this process: ends when dropped, so a cancelled
+/// refresh does not keep the key from being refreshed again.
+struct Refreshing<'a> {
+    cache: &'a Cache,
+    key: &'a StoredKey,
+}
+
+impl Drop for Refreshing<'_> {
+    fn drop(&mut self) {
+        self.cache.end_refresh(self.key);
     }
 }
 

@@ -28,6 +28,11 @@ pub(crate) struct Holding {
     pub(crate) expires_ms: i64,
 }
 
+/// A fresh owner token: who holds a lease, unique per holding attempt.
+pub(crate) fn owner() -> String {
+    format!("{:032x}", fastrand::u128(..))
+}
+
 impl Store {
     pub(crate) fn lease_key(&self, name: &[u8]) -> Result<StoredKey> {
         lease_key(self.namespace(), name)

@@ -17,7 +17,7 @@ pub(crate) mod chunks;
 mod copy;
 mod counter;
 mod key;
-mod lease;
+pub(crate) mod lease;
 mod scan;
 
 use std::collections::HashMap;
@@ -698,8 +698,7 @@ impl Store {
     pub(crate) async fn take(&self, key: &StoredKey) -> Result<Option<Entry>> {
         // Conditional, so that of concurrent takers exactly one deletes the item on every
         // engine: DynamoDB Local may hand the old item to several unconditional deletes.
-        let exists =
-            Expr::new("attribute_exists(#k)").name("#k", self.inner.table.key_attribute());
+        let exists = Expr::new("attribute_exists(#k)").name("#k", self.inner.table.key_attribute());
         let Put::Written { old: Some(old) } = self
             .inner
             .table
