@@ -9,14 +9,22 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 
 /// A boxed error, as bodies report them.
-pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 pin_project_lite::pin_project! {
-    /// The body of a response served by the cache engine: either whole bytes (served from the
-    /// cache, or read from the origin to be stored) or the origin's own body streaming through,
-    /// after the bytes that were read before it turned out too large to store.
+    /// The body of a response that went through the cache ([`CacheLayer`](super::CacheLayer)):
+    /// either whole bytes (served from the cache, or read from the origin to be stored) or the
+    /// origin's own body streaming through (a response the cache does not store, or one that
+    /// turned out too large to store, after the bytes read before that was known). An
+    /// [`http_body::Body`] of [`Bytes`].
+    ///
+    /// ```
+    /// use http_body::Body;
+    /// fn is_a_body<B: Body>() {}
+    /// is_a_body::<dynacache::http::CacheBody<http_body_util::Empty<bytes::Bytes>>>();
+    /// ```
     #[derive(Debug)]
-    pub(crate) struct CacheBody<B> {
+    pub struct CacheBody<B> {
         #[pin]
         kind: Kind<B>,
     }

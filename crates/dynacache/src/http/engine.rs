@@ -19,7 +19,7 @@ use http::{Method, Request, Response, StatusCode, request};
 use http_body::Body;
 
 use super::body::{BoxError, CacheBody};
-use super::facts::{CacheStats, Counters, bump};
+use super::facts::{CacheStats, Counters, Forward, bump};
 use super::fleet::FleetTurn;
 use super::policy::{self, Action, PolicyConfig, RequestDirectives};
 use super::settings::{ExpireAfter, RequestOptions, Settings};
@@ -83,6 +83,14 @@ pub(crate) struct Inner {
     pub(super) refresh: Option<Refresh>,
     /// Fleet-wide single flight for misses, when on.
     pub(super) fleet: Option<crate::FleetSingleFlight>,
+}
+
+/// What the engine notes about a request on its way: why it went to the origin, and what went
+/// wrong with the cache, for the response's facts (`Cache-Status`).
+#[derive(Debug, Default)]
+pub(crate) struct Note {
+    forward: Option<Forward>,
+    detail: Option<&'static str>,
 }
 
 /// A request as the engine sees it.
@@ -316,7 +324,8 @@ impl HttpCache {
     }
 
     /// The whole caching decision for one request. `fetch` sends a request to the origin;
-    /// `refresh`, when given, lets stale-while-revalidate refresh in the background.
+    /// `refresh`, when given, lets stale-while-revalidate refresh in the background. The
+    /// response's [`CacheFacts`](super::CacheFacts) say why it was forwarded, if it was.
     pub(crate) async fn execute<B, E, F, Fut>(
         &self,
         req: Request<Bytes>,
@@ -330,12 +339,40 @@ impl HttpCache {
         B: Body<Data = Bytes> + Unpin + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        let mut note = Note::default();
+        // Boxed: the engine's future is large, and callers' stacks (a test thread's in debug
+        // builds, say) need not hold it.
+        let mut res = Box::pin(self.execute_noted(req, opts, fetch, refresh, &mut note)).await?;
+        if let Some(facts) = res.extensions_mut().get_mut::<super::facts::CacheFacts>() {
+            if !facts.from_cache || facts.revalidated || facts.coalesced {
+                facts.forward = note.forward;
+            }
+            facts.detail = note.detail;
+        }
+        Ok(res)
+    }
+
+    async fn execute_noted<B, E, F, Fut>(
+        &self,
+        req: Request<Bytes>,
+        opts: RequestOptions,
+        fetch: F,
+        refresh: Option<Refresh>,
+        note: &mut Note,
+    ) -> Result<Response<CacheBody<B>>, E>
+    where
+        F: Fn(Request<Bytes>) -> Fut,
+        Fut: Future<Output = Result<Response<B>, E>>,
+        B: Body<Data = Bytes> + Unpin + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
         let settings = &self.inner.settings;
         let (parts, body) = req.into_parts();
         let overridden = method_override(&parts).is_some();
         let method = invalidating_method(&parts);
         let Ok(url) = url::Url::parse(&parts.uri.to_string()) else {
             // Not an absolute URL: nothing to key it on.
+            note.forward = Some(Forward::Bypass);
             let res = fetch(Request::from_parts(parts, body)).await?;
             return Ok(passed_through(res));
         };
@@ -368,6 +405,15 @@ impl HttpCache {
             // With headers ignored, "do not cache" can skip the cache without reading it.
             && (self.inner.policy.honour_headers || fallback != ExpireAfter::DoNotCache);
         if !cacheable {
+            note.forward = Some(
+                if !settings.allowed_methods.contains(&incoming.method) || overridden {
+                    Forward::Method
+                } else if incoming.directives.no_store {
+                    Forward::Request
+                } else {
+                    Forward::Bypass
+                },
+            );
             let res = fetch(Request::from_parts(
                 incoming.parts.clone(),
                 incoming.body.clone(),
@@ -402,11 +448,13 @@ impl HttpCache {
                 }
                 Ok(Err(e)) => {
                     self.storage_error("reading the cache", &e);
+                    note.detail = Some("cache-read-error");
                     Lookup::empty(base)
                 }
                 Err(_) => {
                     let e = crate::Error::Timeout("the cache lookup took too long".into());
                     self.storage_error("reading the cache", &e);
+                    note.detail = Some("cache-read-timeout");
                     Lookup::empty(base)
                 }
             }
@@ -417,6 +465,13 @@ impl HttpCache {
             }
             bump(&self.inner.counters.misses);
             crate::metrics::miss("http");
+            note.forward = Some(if opts.force_refresh {
+                Forward::Request
+            } else if lookup.index.is_some() {
+                Forward::VaryMiss
+            } else {
+                Forward::UriMiss
+            });
             return self.miss(&incoming, &lookup, looked_up_at, &fetch).await;
         };
 
@@ -428,6 +483,8 @@ impl HttpCache {
             Action::Serve { stale } => {
                 let was_deferred = found.deferred.is_some();
                 let Some(found) = self.ready(found, &incoming).await else {
+                    note.forward = Some(Forward::UriMiss);
+                    note.detail = Some("cache-body-unreadable");
                     return self.miss(&incoming, &lookup, looked_up_at, &fetch).await;
                 };
                 if was_deferred && found.part.is_none() {
@@ -445,6 +502,8 @@ impl HttpCache {
             }
             Action::ServeStaleAndRevalidate if refresh.is_some() => {
                 let Some(found) = self.ready(found, &incoming).await else {
+                    note.forward = Some(Forward::UriMiss);
+                    note.detail = Some("cache-body-unreadable");
                     return self.miss(&incoming, &lookup, looked_up_at, &fetch).await;
                 };
                 if let Some(refresh) = refresh {
@@ -459,6 +518,11 @@ impl HttpCache {
                 Ok(super::reply::gateway_timeout())
             }
             action => {
+                note.forward = Some(if directives.no_cache || directives.max_age == Some(0) {
+                    Forward::Request
+                } else {
+                    Forward::Stale
+                });
                 // Without a way to refresh in the background, a response servable while it is
                 // revalidated is revalidated now, and still served if that fails.
                 let stale_if_error = match action {

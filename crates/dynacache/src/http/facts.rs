@@ -41,6 +41,104 @@ pub struct CacheFacts {
     pub is_expired: bool,
     /// The cache key, when the response was read from or written to the cache.
     pub cache_key: Option<String>,
+    /// Why the request went to the origin, when it did (RFC 9211's `fwd`).
+    pub forward: Option<Forward>,
+    /// What went wrong with the cache, when something did (the request was answered all the
+    /// same): `cache-read-error`, `cache-read-timeout`, `cache-body-unreadable`.
+    pub detail: Option<&'static str>,
+}
+
+impl CacheFacts {
+    /// Whether the response was written to the cache (it came from the origin and may be
+    /// stored).
+    pub fn stored(&self) -> bool {
+        !self.from_cache && self.cache_key.is_some()
+    }
+
+    /// The RFC 9211 `Cache-Status` entry of this cache (named `name`, e.g. `dynacache`) for
+    /// this response: `hit` with the remaining freshness (`ttl`, negative when stale), or
+    /// `fwd` with the reason and `fwd-status`, `stored`, `collapsed` for a request that waited
+    /// for another's trip to the origin, and `detail` when the cache failed.
+    ///
+    /// ```
+    /// use dynacache::http::{CacheFacts, Forward};
+    /// let mut facts = CacheFacts::default();
+    /// facts.forward = Some(Forward::Bypass);
+    /// assert_eq!(facts.cache_status("dynacache", 200, std::time::SystemTime::now()), "dynacache; fwd=bypass; fwd-status=200");
+    /// ```
+    pub fn cache_status(&self, name: &str, status: u16, now: SystemTime) -> String {
+        let mut out = String::from(name);
+        // To the nearest second: ages and expiries are kept in milliseconds.
+        let ttl = |expires: SystemTime| -> i64 {
+            match expires.duration_since(now) {
+                Ok(left) => (left.as_millis() as i64 + 500) / 1000,
+                Err(past) => -((past.duration().as_millis() as i64 + 500) / 1000),
+            }
+        };
+        if self.from_cache && !self.revalidated && !self.coalesced {
+            out.push_str("; hit");
+        } else {
+            let forward = self.forward.unwrap_or(Forward::UriMiss);
+            out.push_str("; fwd=");
+            out.push_str(forward.as_str());
+            let fwd_status = if self.revalidated { 304 } else { status };
+            out.push_str(&format!("; fwd-status={fwd_status}"));
+            if self.coalesced {
+                out.push_str("; collapsed");
+            }
+            if self.stored() || self.revalidated {
+                out.push_str("; stored");
+            }
+        }
+        if (self.from_cache || self.stored())
+            && let Some(expires) = self.expires
+        {
+            out.push_str(&format!("; ttl={}", ttl(expires)));
+        }
+        if let Some(detail) = self.detail {
+            out.push_str("; detail=");
+            out.push_str(detail);
+        }
+        out
+    }
+}
+
+/// Why a request went to the origin (RFC 9211 §2.2's `fwd` values).
+///
+/// ```
+/// assert_eq!(dynacache::http::Forward::VaryMiss.as_str(), "vary-miss");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Forward {
+    /// The cache was configured not to handle this request (not an absolute URL, caching off,
+    /// or a request it never caches).
+    Bypass,
+    /// The method is not cached.
+    Method,
+    /// Nothing was stored for the URL.
+    UriMiss,
+    /// Responses were stored for the URL, none for this request's `Vary` headers.
+    VaryMiss,
+    /// The stored response was stale, and revalidated or replaced.
+    Stale,
+    /// The request asked to go to the origin (`no-cache`, `max-age=0`, `no-store`, a forced
+    /// refresh).
+    Request,
+}
+
+impl Forward {
+    /// The token RFC 9211 names it by.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Forward::Bypass => "bypass",
+            Forward::Method => "method",
+            Forward::UriMiss => "uri-miss",
+            Forward::VaryMiss => "vary-miss",
+            Forward::Stale => "stale",
+            Forward::Request => "request",
+        }
+    }
 }
 
 /// Reads the [`CacheFacts`] of a response (a `reqwest::Response` or an `http::Response`).

@@ -48,10 +48,12 @@ mod reply;
 mod settings;
 mod stored;
 
+pub use body::{BoxError, CacheBody};
 pub use builder::HttpCacheBuilder;
 pub use engine::HttpCache;
-pub use facts::{CacheFacts, CacheFactsExt, CacheStats};
+pub use facts::{CacheFacts, CacheFactsExt, CacheStats, Forward};
 pub use front::reqwest::{CacheMiddleware, CachedClient, CachedRequestBuilder, blocking};
+pub use front::tower::{CacheLayer, CacheService};
 pub use inspect::{CachedEntry, StoredResponse};
 pub use settings::{
     DEFAULT_IGNORED_PARAMETERS, ExpireAfter, FilterFn, KeyFn, MatchHeaders, RequestOptions,

@@ -40,6 +40,7 @@ impl HttpCache {
             expires: doc.expires_ms.map(millis_to_system_time),
             is_expired: doc.expires_ms.is_some_and(|e| e <= now),
             cache_key: Some(found.key.clone()),
+            ..CacheFacts::default()
         };
         let mut extensions = http::Extensions::new();
         extensions.insert(facts);
