@@ -8,6 +8,7 @@ mod http_cmds;
 mod iam;
 mod kv_cmds;
 mod output;
+mod serve;
 mod table_cmds;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -74,6 +75,11 @@ enum Command {
         after_help = "Example:\n  dynacache copy --to-aws --to-region eu-west-1 --to-assume-exists\n  dynacache copy --what kv --to-endpoint-url http://127.0.0.1:8000 --to-kv-namespace kv2"
     )]
     Copy(copy_cmd::CopyArgs),
+    /// A caching reverse proxy in front of an origin: one cache for every proxy on the table.
+    #[command(
+        after_help = "Example:\n  dynacache serve --origin http://127.0.0.1:3000 --listen 127.0.0.1:8080\n  curl -X POST 'http://127.0.0.1:8081/purge?prefix=http://127.0.0.1:8080/api/'"
+    )]
+    Serve(serve::ServeArgs),
     /// The key/value cache.
     #[command(subcommand)]
     Kv(kv_cmds::KvCommand),
@@ -120,6 +126,7 @@ async fn run(cli: Cli) -> Result<(), error::CliError> {
         Command::Rm(args) => http_cmds::rm(conn, out, args).await,
         Command::Purge(args) => http_cmds::purge(conn, out, args).await,
         Command::Clear(args) => http_cmds::clear(conn, out, args).await,
+        Command::Serve(args) => serve::run(conn, out, args).await,
         Command::Copy(args) => copy_cmd::run(conn, out, args).await,
         Command::Kv(cmd) => kv_cmds::run(conn, out, cmd).await,
         Command::Table(cmd) => table_cmds::run(conn, out, cmd).await,

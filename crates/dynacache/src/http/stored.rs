@@ -852,6 +852,11 @@ impl HttpCache {
                 _ => {}
             }
         }
+        if let Some(tier) = &self.inner.tier {
+            for key in &variants {
+                tier.invalidate(key);
+            }
+        }
         let gone = self.remove_all(variants).await?;
         deleted += gone.iter().filter(|(_, item)| item.is_some()).count() as u64;
         Ok(deleted)
