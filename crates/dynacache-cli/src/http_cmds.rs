@@ -473,15 +473,29 @@ pub struct PurgeArgs {
     /// Responses whose URL matches this glob.
     #[arg(long)]
     pub url: Option<String>,
+    /// Every response stored with this tag (named in `--tag-field` fields, by default
+    /// `Surrogate-Key` and `Cache-Tag`, as `dynacache serve` stores them): read from the tag's
+    /// index, no scan. Not combined with the other filters.
+    #[arg(long, conflicts_with_all = ["expired", "older_than", "url", "dry_run"])]
+    pub tag: Option<String>,
     /// List what would be deleted, delete nothing.
     #[arg(long)]
     pub dry_run: bool,
 }
 
 pub async fn purge(conn: &Connection, out: &Output, args: PurgeArgs) -> Result<(), CliError> {
+    if let Some(tag) = &args.tag {
+        let cache = conn.http(Creates::No).await?;
+        let deleted = cache
+            .purge_tag(tag)
+            .await
+            .map_err(|e| CliError::storage(e, conn))?;
+        report_deleted(out, &cache, "deleted", deleted, "responses");
+        return Ok(());
+    }
     if !args.expired && args.older_than.is_none() && args.url.is_none() {
         return Err(CliError::new(
-            "say what to purge: --expired, --older-than AGE and/or --url GLOB (all must match)",
+            "say what to purge: --expired, --older-than AGE and/or --url GLOB (all must match), or --tag TAG",
             2,
         ));
     }

@@ -59,6 +59,13 @@ pub struct ServeArgs {
     /// `Cache-Control` for this cache, most specific first (repeatable).
     #[arg(long = "targeted-field", default_values = ["Dynacache-Cache-Control", "CDN-Cache-Control"])]
     pub targeted_fields: Vec<String>,
+    /// Fields in which the origin names a response's tags (surrogate keys), for purges by tag
+    /// (repeatable).
+    #[arg(long = "tag-field", default_values = ["Surrogate-Key", "Cache-Tag"])]
+    pub tag_fields: Vec<String>,
+    /// Let clients see the tag fields (by default they are removed: they are for the cache).
+    #[arg(long)]
+    pub keep_tag_fields: bool,
     /// Do not add `X-Forwarded-For`, `-Proto` and `-Host` to requests for the origin.
     #[arg(long)]
     pub no_forwarded_headers: bool,
@@ -362,7 +369,9 @@ pub async fn run(conn: &Connection, out: &Output, args: ServeArgs) -> Result<(),
         .shared(true)
         .max_body_size(args.max_body_mib.saturating_mul(1 << 20))
         .targeted_cache_control(&args.targeted_fields)
-        .map_err(|e| CliError::new(format!("--targeted-field: {e}"), 2))?;
+        .map_err(|e| CliError::new(format!("--targeted-field: {e}"), 2))?
+        .tag_fields(&args.tag_fields)
+        .map_err(|e| CliError::new(format!("--tag-field: {e}"), 2))?;
     if args.memory_mib > 0 {
         builder = builder.in_process(
             InProcessTier::new(args.memory_mib.saturating_mul(1 << 20)).l1_ttl(args.l1_ttl),
@@ -380,6 +389,7 @@ pub async fn run(conn: &Connection, out: &Output, args: ServeArgs) -> Result<(),
     let proxy = Proxy {
         service: CacheLayer::new(cache.clone())
             .scheme(scheme)
+            .keep_tag_fields(args.keep_tag_fields)
             .layer(forwarder),
         health_path: args.health_path.clone().into(),
         cache_status: "dynacache".into(),
@@ -613,12 +623,13 @@ async fn admin_metrics(
     }
 }
 
-/// What `POST /purge` takes (query or JSON body): one of a URL, a URL prefix, a URL glob.
+/// What `POST /purge` takes (query or JSON body): one of a URL, a URL prefix, a URL glob, a tag.
 #[derive(Debug, Default, serde::Deserialize)]
 struct Purge {
     url: Option<String>,
     prefix: Option<String>,
     glob: Option<String>,
+    tag: Option<String>,
 }
 
 async fn admin_purge(
@@ -637,13 +648,26 @@ async fn admin_purge(
             }
         }
     };
-    let result = match (&purge.url, &purge.prefix, &purge.glob) {
-        (Some(url), None, None) => state.cache.delete_urls([url]).await,
-        (None, Some(prefix), None) => {
-            let prefix = prefix.clone();
-            purge_matching(&state.cache, move |u| u.starts_with(&prefix)).await
-        }
-        (None, None, Some(glob)) => match globset::Glob::new(glob) {
+    let given = [&purge.url, &purge.prefix, &purge.glob, &purge.tag]
+        .iter()
+        .filter(|o| o.is_some())
+        .count();
+    if given != 1 {
+        return (
+            StatusCode::BAD_REQUEST,
+            "give exactly one of url, prefix, glob, tag\n",
+        )
+            .into_response();
+    }
+    let result = if let Some(url) = &purge.url {
+        state.cache.delete_urls([url]).await
+    } else if let Some(tag) = &purge.tag {
+        state.cache.purge_tag(tag).await
+    } else if let Some(prefix) = purge.prefix.clone() {
+        purge_matching(&state.cache, move |u| u.starts_with(&prefix)).await
+    } else {
+        let glob = purge.glob.as_deref().unwrap_or_default();
+        match globset::Glob::new(glob) {
             Ok(g) => {
                 let m = g.compile_matcher();
                 purge_matching(&state.cache, move |u| m.is_match(u)).await
@@ -651,13 +675,6 @@ async fn admin_purge(
             Err(e) => {
                 return (StatusCode::BAD_REQUEST, format!("bad glob: {e}\n")).into_response();
             }
-        },
-        _ => {
-            return (
-                StatusCode::BAD_REQUEST,
-                "give exactly one of url, prefix, glob\n",
-            )
-                .into_response();
         }
     };
     match result {

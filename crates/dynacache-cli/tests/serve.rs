@@ -201,6 +201,18 @@ impl Origin {
                 }),
             )
             .route(
+                "/tagged",
+                get(|| async {
+                    (
+                        [
+                            ("cache-control", "max-age=600"),
+                            ("surrogate-key", "t1 shared"),
+                        ],
+                        "tagged body",
+                    )
+                }),
+            )
+            .route(
                 "/broken",
                 get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "origin error") }),
             );
@@ -427,6 +439,40 @@ fn two_proxies_on_one_table_are_one_cache_and_purges_reach_both(engine: Engine) 
     std::thread::sleep(Duration::from_millis(600));
     assert!(cache_status(&via_b("/fresh")).contains("fwd=uri-miss"));
     assert_eq!(origin.hits(), 2);
+
+    // Purge by tag at b; a sees it. The tag field never reaches clients.
+    let res = http.get(a.url("/tagged")).send().unwrap();
+    assert!(!res.headers().contains_key("surrogate-key"));
+    let res = via_b("/tagged");
+    assert!(cache_status(&res).contains("hit"), "{}", cache_status(&res));
+    let res = http
+        .post(format!("{}/purge", b.admin))
+        .json(&serde_json::json!({"tag": "shared"}))
+        .send()
+        .unwrap();
+    assert_eq!(res.json::<Value>().unwrap()["purged"], 1);
+    std::thread::sleep(Duration::from_millis(600));
+    let res = http.get(a.url("/tagged")).send().unwrap();
+    assert!(
+        cache_status(&res).contains("fwd=uri-miss"),
+        "{}",
+        cache_status(&res)
+    );
+    // And from the command line, on the same table.
+    if let Engine::Local(_) = engine {
+        let out = Command::new(assert_cmd::cargo::cargo_bin("dynacache"))
+            .args(engine.args(&table))
+            .args(["purge", "--tag", "t1", "--json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(line["deleted"], 1);
+    }
 }
 
 /// A 100 MiB response the cache may not store streams through without being held in memory.

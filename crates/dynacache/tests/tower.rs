@@ -13,6 +13,7 @@ conformance!(
     two_replicas_on_one_table_are_one_cache,
     targeted_cache_control_overrides_cache_control,
     stale_responses_are_revalidated_through_the_app,
+    purge_by_tag_reads_the_index_not_the_table,
 );
 
 mod suite {
@@ -344,6 +345,114 @@ mod suite {
             10,
         );
         assert_eq!(calls.get(), 2);
+    }
+
+    /// Responses tagged in `Surrogate-Key` and `Cache-Tag` are purged by tag, `Vary` variants
+    /// included, reading the tag's index rather than the table (the read units tell: a Scan
+    /// would read the 1 MiB body stored alongside); the tag fields never reach the client
+    /// unless asked for.
+    pub async fn purge_by_tag_reads_the_index_not_the_table(table: Table) {
+        let clock = ManualClock::new();
+        let calls = Calls::default();
+        let tagged = |c: &Calls| {
+            Router::new()
+                .route(
+                    "/product/{id}",
+                    get(|State(c): State<Calls>, axum::extract::Path(id): axum::extract::Path<u32>| async move {
+                        c.bump();
+                        (
+                            [
+                                ("cache-control", "max-age=600".to_owned()),
+                                ("surrogate-key", format!("product-{id} catalog")),
+                            ],
+                            format!("product {id}"),
+                        )
+                    }),
+                )
+                .route(
+                    "/home",
+                    get(|State(c): State<Calls>, headers: HeaderMap| async move {
+                        c.bump();
+                        let lang = headers
+                            .get("accept-language")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("en")
+                            .to_owned();
+                        (
+                            [
+                                ("cache-control", "max-age=600".to_owned()),
+                                ("vary", "accept-language".to_owned()),
+                                ("cache-tag", "home,catalog".to_owned()),
+                            ],
+                            format!("home in {lang}"),
+                        )
+                    }),
+                )
+                .route(
+                    "/big",
+                    get(|| async {
+                        (
+                            [("cache-control", "max-age=600")],
+                            vec![b'b'; 1 << 20],
+                        )
+                    }),
+                )
+                .with_state(c.clone())
+        };
+        let cache = HttpCache::builder()
+            .shared(true)
+            .clock(clock.clone())
+            .write_wait(Duration::from_secs(60))
+            .tag_fields(["Surrogate-Key", "Cache-Tag"])
+            .unwrap()
+            .build(table.clone())
+            .unwrap();
+        let app = tagged(&calls).layer(CacheLayer::new(cache.clone()));
+        let home = |lang: &str| {
+            Request::get("/home")
+                .header("host", "app.example")
+                .header("accept-language", lang)
+                .body(Body::empty())
+                .unwrap()
+        };
+        for path in ["/product/1", "/product/2", "/big"] {
+            send(&app, get_req(path)).await;
+        }
+        send(&app, home("en")).await;
+        send(&app, home("fr")).await;
+        let res = app.clone().oneshot(get_req("/product/1")).await.unwrap();
+        assert!(res.from_cache());
+        assert!(
+            !res.headers().contains_key("surrogate-key"),
+            "tag fields are the cache's"
+        );
+        assert_eq!(calls.get(), 4);
+
+        let before = table.consumed_capacity().read_units;
+        assert_eq!(cache.purge_tag("product-1").await.unwrap(), 1);
+        let read = table.consumed_capacity().read_units - before;
+        assert!(read < 64.0, "a purge by tag read {read} units: it scanned");
+        assert!(!send(&app, get_req("/product/1")).await.from_cache);
+        assert!(send(&app, get_req("/product/2")).await.from_cache);
+        assert!(send(&app, home("fr")).await.from_cache);
+
+        // `catalog` names both products and both variants of /home; /big stays.
+        assert_eq!(cache.purge_tag("catalog").await.unwrap(), 4);
+        for req in [
+            get_req("/product/1"),
+            get_req("/product/2"),
+            home("en"),
+            home("fr"),
+        ] {
+            assert!(!send(&app, req).await.from_cache);
+        }
+        assert!(send(&app, get_req("/big")).await.from_cache);
+        assert_eq!(cache.purge_tag("no-such-tag").await.unwrap(), 0);
+
+        // Kept for clients on request.
+        let open = tagged(&calls).layer(CacheLayer::new(cache.clone()).keep_tag_fields(true));
+        let res = open.oneshot(get_req("/product/2")).await.unwrap();
+        assert_eq!(res.headers()["surrogate-key"], "product-2 catalog");
     }
 }
 

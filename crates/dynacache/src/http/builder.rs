@@ -110,6 +110,32 @@ impl HttpCacheBuilder {
         self
     }
 
+    /// Fields in which responses name their tags (surrogate keys), such as `Surrogate-Key`
+    /// (space-separated) and `Cache-Tag` (comma-separated): a stored response is indexed under
+    /// each, and [`HttpCache::purge_tag`] deletes every response of a tag without scanning the
+    /// table (one more write per tag of each stored response). Default none. Fails on a name
+    /// that is not a valid header name. [`CacheLayer`](super::CacheLayer) removes these fields
+    /// from what clients see.
+    ///
+    /// ```
+    /// # fn main() -> dynacache::Result<()> {
+    /// let builder = dynacache::http::HttpCache::builder()
+    ///     .shared(true)
+    ///     .tag_fields(["Surrogate-Key", "Cache-Tag"])?;
+    /// # Ok(()) }
+    /// ```
+    pub fn tag_fields<N: AsRef<str>>(mut self, names: impl IntoIterator<Item = N>) -> Result<Self> {
+        self.settings.tag_fields = names
+            .into_iter()
+            .map(|n| {
+                http::HeaderName::from_bytes(n.as_ref().as_bytes()).map_err(|_| {
+                    crate::Error::config(format!("{:?} is not a header name", n.as_ref()))
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(self)
+    }
+
     /// Cache-specific `Cache-Control` fields (RFC 9213), most specific first, such as
     /// `CDN-Cache-Control`: in a shared cache, the first of them a response carries (and that
     /// parses) replaces its `Cache-Control` and `Expires` for this cache's decisions, so an

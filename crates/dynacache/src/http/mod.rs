@@ -47,6 +47,7 @@ mod policy;
 mod reply;
 mod settings;
 mod stored;
+mod tags;
 
 pub use body::{BoxError, CacheBody};
 pub use builder::HttpCacheBuilder;

@@ -247,6 +247,8 @@ pub(crate) struct Settings {
     pub(crate) heuristic_fraction: f64,
     pub(crate) heuristic_max: Duration,
     pub(crate) targeted_fields: Vec<HeaderName>,
+    /// Fields naming a response's tags (surrogate keys), for `purge_tag`.
+    pub(crate) tag_fields: Vec<HeaderName>,
     pub(crate) allowed_methods: Vec<Method>,
     pub(crate) match_headers: MatchHeaders,
     pub(crate) ignored_parameters: Vec<String>,
@@ -275,6 +277,7 @@ impl fmt::Debug for Settings {
             .field("heuristic_fraction", &self.heuristic_fraction)
             .field("heuristic_max", &self.heuristic_max)
             .field("targeted_fields", &self.targeted_fields)
+            .field("tag_fields", &self.tag_fields)
             .field("allowed_methods", &self.allowed_methods)
             .field("match_headers", &self.match_headers)
             .field("ignored_parameters", &self.ignored_parameters)
@@ -303,6 +306,7 @@ impl Default for Settings {
             heuristic_fraction: 0.1,
             heuristic_max: Duration::from_secs(86_400),
             targeted_fields: Vec::new(),
+            tag_fields: Vec::new(),
             allowed_methods: vec![Method::GET, Method::HEAD],
             match_headers: MatchHeaders::None,
             ignored_parameters: DEFAULT_IGNORED_PARAMETERS

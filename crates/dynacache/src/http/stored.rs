@@ -544,7 +544,12 @@ impl HttpCache {
             .and_then(|url| Some((self.alias_key(incoming, url)?, url.clone())));
         let cache = self.clone();
         let base = lookup.base.clone();
+        let tags = super::tags::tags_of(&rparts.headers, &settings.tag_fields);
         self.write_behind("storing a response", async move {
+            // The tags' index first: a stored response can always be purged by its tags.
+            if !tags.is_empty() {
+                cache.index_tags(&base, &tags).await?;
+            }
             cache
                 .write_response(&base, &key, index.as_ref(), replacing, &suffix, &doc)
                 .await?;

@@ -51,6 +51,7 @@ pub struct CacheLayer {
     cache: HttpCache,
     scheme: http::uri::Scheme,
     cache_status: Option<String>,
+    keep_tag_fields: bool,
 }
 
 impl CacheLayer {
@@ -61,6 +62,7 @@ impl CacheLayer {
             cache,
             scheme: http::uri::Scheme::HTTP,
             cache_status: Some("dynacache".to_owned()),
+            keep_tag_fields: false,
         }
     }
 
@@ -88,6 +90,20 @@ impl CacheLayer {
     /// ```
     pub fn cache_status(mut self, name: Option<&str>) -> Self {
         self.cache_status = name.map(str::to_owned);
+        self
+    }
+
+    /// Lets clients see the fields naming responses' tags
+    /// ([`tag_fields`](crate::http::HttpCacheBuilder::tag_fields)), which are otherwise removed:
+    /// they are for this cache.
+    ///
+    /// ```
+    /// # async fn f(cache: dynacache::http::HttpCache) {
+    /// let layer = dynacache::http::CacheLayer::new(cache).keep_tag_fields(true);
+    /// # }
+    /// ```
+    pub fn keep_tag_fields(mut self, keep: bool) -> Self {
+        self.keep_tag_fields = keep;
         self
     }
 
@@ -265,7 +281,7 @@ impl CacheLayer {
             if let Some(facts) = res.extensions_mut().get_mut::<CacheFacts>() {
                 facts.forward = Some(forward);
             }
-            return Ok(self.with_cache_status(res));
+            return Ok(self.finish(res));
         };
         let (mut parts, _) = req.into_parts();
         parts.uri = url;
@@ -297,11 +313,17 @@ impl CacheLayer {
                 Some(refresh),
             )
             .await?;
-        Ok(self.with_cache_status(res))
+        Ok(self.finish(res))
     }
 
-    /// Adds `Cache-Status` from the response's facts, unless turned off.
-    fn with_cache_status<B>(&self, mut res: Response<B>) -> Response<B> {
+    /// Removes the tag fields (unless kept) and adds `Cache-Status` from the response's facts
+    /// (unless turned off).
+    fn finish<B>(&self, mut res: Response<B>) -> Response<B> {
+        if !self.keep_tag_fields {
+            for name in &self.cache.inner.settings.tag_fields {
+                res.headers_mut().remove(name);
+            }
+        }
         let Some(name) = &self.cache_status else {
             return res;
         };
