@@ -63,6 +63,8 @@ mod expiry;
 mod fuzz;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "http-cache")]
+pub mod http_cache;
 mod kv;
 pub mod metrics;
 mod store;
