@@ -34,8 +34,18 @@ use crate::output::Output;
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// The origin requests are forwarded to: scheme, host, port, and an optional path prefix.
-    #[arg(long, env = "DYNACACHE_ORIGIN")]
-    pub origin: String,
+    #[arg(
+        long,
+        env = "DYNACACHE_ORIGIN",
+        required_unless_present = "config",
+        conflicts_with = "config"
+    )]
+    pub origin: Option<String>,
+    /// A TOML file of sites routed by `Host`, each with its origin and namespace (instead of
+    /// `--origin`): `[[site]]` tables with `host` (omit for the default site), `origin` and
+    /// `namespace`.
+    #[arg(long, env = "DYNACACHE_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
     /// Where the proxy listens.
     #[arg(long, env = "DYNACACHE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -273,15 +283,69 @@ fn own(status: StatusCode, text: &str) -> Response<ProxyBody> {
     res
 }
 
+/// One site: requests for a host, its origin, its cache (namespace).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    /// The `Host` it answers for (port ignored); none for the default site.
+    pub host: Option<String>,
+    /// Its origin.
+    pub origin: String,
+    /// The namespace of its cache [default: the `--namespace` option].
+    pub namespace: Option<String>,
+}
+
+/// What `--config` holds.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    site: Vec<Site>,
+}
+
+/// A site ready to serve.
+#[derive(Clone)]
+struct Served {
+    host: Option<Arc<str>>,
+    origin: Arc<str>,
+    cache: HttpCache,
+    service: dynacache::http::CacheService<Forwarder>,
+}
+
 /// Everything a connection needs.
 #[derive(Clone)]
 struct Proxy {
-    service: dynacache::http::CacheService<Forwarder>,
+    sites: Arc<Vec<Served>>,
     health_path: Arc<str>,
     cache_status: Arc<str>,
 }
 
 impl Proxy {
+    /// The site for a request's host: the one named, else the default one.
+    fn site(&self, headers: &HeaderMap, uri: &Uri) -> Option<&Served> {
+        let host = uri
+            .host()
+            .map(str::to_owned)
+            .or_else(|| {
+                let h = headers.get(header::HOST)?.to_str().ok()?;
+                Some(
+                    h.rsplit_once(':')
+                        .map_or(h, |(name, port)| {
+                            if port.bytes().all(|b| b.is_ascii_digit()) {
+                                name
+                            } else {
+                                h
+                            }
+                        })
+                        .to_owned(),
+                )
+            })
+            .map(|h| h.to_ascii_lowercase());
+        self.sites
+            .iter()
+            .find(|s| s.host.is_some() && s.host.as_deref() == host.as_deref())
+            .or_else(|| self.sites.iter().find(|s| s.host.is_none()))
+    }
+
     async fn handle(
         self,
         client: SocketAddr,
@@ -290,13 +354,20 @@ impl Proxy {
         if req.uri().path() == &*self.health_path {
             return Ok(own(StatusCode::OK, "ok\n"));
         }
+        let Some(site) = self.site(req.headers(), req.uri()) else {
+            return Ok(own(
+                StatusCode::MISDIRECTED_REQUEST,
+                "no site for this host\n",
+            ));
+        };
+        let service = site.service.clone();
         let version = req.version();
         let (mut parts, body) = req.into_parts();
         parts.extensions.insert(ClientAddr(client));
         // Hop-by-hop fields are the client connection's, not part of the request to cache.
         strip_hop_by_hop(&mut parts.headers);
         let req = Request::from_parts(parts, body.boxed());
-        let mut res = match self.service.oneshot(req).await {
+        let mut res = match service.oneshot(req).await {
             Ok(res) => res.map(|b| b.boxed_unsync()),
             Err(e) => {
                 let status = match e {
@@ -322,16 +393,58 @@ impl Proxy {
     }
 }
 
+/// The sites to serve: `--origin` (one default site), or those of `--config`.
+fn sites(conn: &Connection, args: &ServeArgs) -> Result<Vec<(Site, url::Url)>, CliError> {
+    let sites = match (&args.origin, &args.config) {
+        (Some(origin), _) => vec![Site {
+            host: None,
+            origin: origin.clone(),
+            namespace: None,
+        }],
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display()), 2))?;
+            let config: Config = toml::from_str(&text).map_err(|e| {
+                CliError::new(format!("{} is not a sites file: {e}", path.display()), 2)
+            })?;
+            config.site
+        }
+        (None, None) => return Err(CliError::new("give --origin or --config", 2)),
+    };
+    if sites.is_empty() {
+        return Err(CliError::new("the sites file names no [[site]]", 2));
+    }
+    let mut seen = std::collections::HashSet::new();
+    sites
+        .into_iter()
+        .map(|mut site| {
+            site.host = site.host.map(|h| h.to_ascii_lowercase());
+            if !seen.insert(site.host.clone()) {
+                return Err(CliError::new(
+                    match &site.host {
+                        Some(h) => format!("two sites for host {h:?}"),
+                        None => "two default sites (sites without `host`)".to_owned(),
+                    },
+                    2,
+                ));
+            }
+            site.namespace.get_or_insert_with(|| conn.namespace.clone());
+            let origin = url::Url::parse(&site.origin)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                .ok_or_else(|| {
+                    CliError::new(
+                        format!("origin {:?} is not an http or https URL", site.origin),
+                        2,
+                    )
+                })?;
+            Ok((site, origin))
+        })
+        .collect()
+}
+
 pub async fn run(conn: &Connection, out: &Output, args: ServeArgs) -> Result<(), CliError> {
-    let origin = url::Url::parse(&args.origin)
-        .ok()
-        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-        .ok_or_else(|| {
-            CliError::new(
-                format!("--origin {:?} is not an http or https URL", args.origin),
-                2,
-            )
-        })?;
+    let sites = sites(conn, &args)?;
     let scheme: http::uri::Scheme = args
         .public_scheme
         .parse()
@@ -364,33 +477,43 @@ pub async fn run(conn: &Connection, out: &Output, args: ServeArgs) -> Result<(),
     if let Err(e) = table.warm().await {
         tracing::warn!(error = %e, "dynacache serve: the table is not reachable yet; serving from the origin until it is");
     }
-    let mut builder = HttpCache::builder()
-        .namespace(&conn.namespace)
-        .shared(true)
-        .max_body_size(args.max_body_mib.saturating_mul(1 << 20))
-        .targeted_cache_control(&args.targeted_fields)
-        .map_err(|e| CliError::new(format!("--targeted-field: {e}"), 2))?
-        .tag_fields(&args.tag_fields)
-        .map_err(|e| CliError::new(format!("--tag-field: {e}"), 2))?;
-    if args.memory_mib > 0 {
-        builder = builder.in_process(
-            InProcessTier::new(args.memory_mib.saturating_mul(1 << 20)).l1_ttl(args.l1_ttl),
+    let mut served = Vec::new();
+    for (site, origin) in &sites {
+        let namespace = site.namespace.as_deref().unwrap_or(&conn.namespace);
+        let mut builder = HttpCache::builder()
+            .namespace(namespace)
+            .shared(true)
+            .max_body_size(args.max_body_mib.saturating_mul(1 << 20))
+            .targeted_cache_control(&args.targeted_fields)
+            .map_err(|e| CliError::new(format!("--targeted-field: {e}"), 2))?
+            .tag_fields(&args.tag_fields)
+            .map_err(|e| CliError::new(format!("--tag-field: {e}"), 2))?;
+        if args.memory_mib > 0 {
+            // The memory is shared out between the sites.
+            let bytes = args.memory_mib.saturating_mul(1 << 20) / sites.len() as u64;
+            builder = builder.in_process(InProcessTier::new(bytes).l1_ttl(args.l1_ttl));
+        }
+        let cache = builder
+            .build(table.clone())
+            .map_err(|e| CliError::storage(e, conn))?;
+        let forwarder = Forwarder::new(
+            origin.clone(),
+            args.origin_timeout,
+            !args.no_forwarded_headers,
+            &args.public_scheme,
         );
+        served.push(Served {
+            host: site.host.as_deref().map(Arc::from),
+            origin: origin.as_str().into(),
+            service: CacheLayer::new(cache.clone())
+                .scheme(scheme.clone())
+                .keep_tag_fields(args.keep_tag_fields)
+                .layer(forwarder),
+            cache,
+        });
     }
-    let cache = builder
-        .build(table.clone())
-        .map_err(|e| CliError::storage(e, conn))?;
-    let forwarder = Forwarder::new(
-        origin.clone(),
-        args.origin_timeout,
-        !args.no_forwarded_headers,
-        &args.public_scheme,
-    );
     let proxy = Proxy {
-        service: CacheLayer::new(cache.clone())
-            .scheme(scheme)
-            .keep_tag_fields(args.keep_tag_fields)
-            .layer(forwarder),
+        sites: Arc::new(served),
         health_path: args.health_path.clone().into(),
         cache_status: "dynacache".into(),
     };
@@ -409,26 +532,39 @@ pub async fn run(conn: &Connection, out: &Output, args: ServeArgs) -> Result<(),
     };
     let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
     // One line on stdout, for scripts and tests that start the proxy on port 0.
+    let routes: Vec<String> = proxy
+        .sites
+        .iter()
+        .map(|s| match &s.host {
+            Some(h) => format!("{h} -> {}", s.origin),
+            None => s.origin.to_string(),
+        })
+        .collect();
     if out.json {
         out.json_line(&json!({
             "listen": listen.to_string(),
             "admin": admin_addr.map(|a| a.to_string()),
-            "origin": origin.as_str(),
+            "origin": proxy.sites.iter().find(|s| s.host.is_none()).map(|s| s.origin.to_string()),
+            "sites": routes,
             "engine_endpoint": table.local_endpoint(),
         }));
     } else {
         println!(
-            "dynacache serve: http://{listen} -> {origin}{}",
+            "dynacache serve: http://{listen} -> {}{}",
+            routes.join(", "),
             admin_addr
                 .map(|a| format!(" (admin: http://{a})"))
                 .unwrap_or_default()
         );
     }
-    out.note(format!(
-        "cache: {}, namespace {:?}",
-        conn.describe(),
-        conn.namespace
-    ));
+    for site in proxy.sites.iter() {
+        out.note(format!(
+            "cache of {}: {}, namespace {:?}",
+            site.host.as_deref().unwrap_or("every other host"),
+            conn.describe(),
+            site.cache.namespace()
+        ));
+    }
     if let Some(endpoint) = table.local_endpoint() {
         // Other proxies on this machine share the embedded engine through it.
         out.note(format!(
@@ -439,7 +575,7 @@ pub async fn run(conn: &Connection, out: &Output, args: ServeArgs) -> Result<(),
     let shutdown = tokio_util_shutdown();
     if let Some(l) = admin_listener {
         let state = AdminState {
-            cache: cache.clone(),
+            sites: proxy.sites.clone(),
             table: table.clone(),
             token: args.admin_token.clone().map(Arc::from),
             metrics,
@@ -489,7 +625,9 @@ pub async fn run(conn: &Connection, out: &Output, args: ServeArgs) -> Result<(),
     {
         out.note("some requests did not finish within the grace period");
     }
-    cache.flush().await;
+    for site in proxy.sites.iter() {
+        site.cache.flush().await;
+    }
     Ok(())
 }
 
@@ -524,7 +662,7 @@ fn tokio_util_shutdown() -> Arc<tokio::sync::Notify> {
 
 #[derive(Clone)]
 struct AdminState {
-    cache: HttpCache,
+    sites: Arc<Vec<Served>>,
     table: Table,
     token: Option<Arc<str>>,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
@@ -590,18 +728,34 @@ async fn admin_health(
 async fn admin_stats(
     axum::extract::State(state): axum::extract::State<AdminState>,
 ) -> axum::Json<serde_json::Value> {
-    let s = state.cache.stats();
-    let tier = state.cache.in_process_usage();
+    let site_stats = |site: &Served| {
+        let s = site.cache.stats();
+        let tier = site.cache.in_process_usage();
+        json!({
+            "host": site.host.as_deref(),
+            "namespace": site.cache.namespace(),
+            "hits": s.hits,
+            "misses": s.misses,
+            "stale_served": s.stale_served,
+            "revalidated": s.revalidated,
+            "coalesced": s.coalesced,
+            "storage_errors": s.storage_errors,
+            "writes_dropped": s.writes_dropped,
+            "in_process_entries": tier.map(|t| t.entries),
+            "in_process_bytes": tier.map(|t| t.bytes),
+        })
+    };
+    let sites: Vec<serde_json::Value> = state.sites.iter().map(site_stats).collect();
+    let total = |field: &str| -> u64 { sites.iter().filter_map(|s| s[field].as_u64()).sum() };
     axum::Json(json!({
-        "hits": s.hits,
-        "misses": s.misses,
-        "stale_served": s.stale_served,
-        "revalidated": s.revalidated,
-        "coalesced": s.coalesced,
-        "storage_errors": s.storage_errors,
-        "writes_dropped": s.writes_dropped,
-        "in_process_entries": tier.map(|t| t.entries),
-        "in_process_bytes": tier.map(|t| t.bytes),
+        "hits": total("hits"),
+        "misses": total("misses"),
+        "stale_served": total("stale_served"),
+        "revalidated": total("revalidated"),
+        "coalesced": total("coalesced"),
+        "storage_errors": total("storage_errors"),
+        "writes_dropped": total("writes_dropped"),
+        "sites": sites,
     }))
 }
 
@@ -623,9 +777,11 @@ async fn admin_metrics(
     }
 }
 
-/// What `POST /purge` takes (query or JSON body): one of a URL, a URL prefix, a URL glob, a tag.
+/// What `POST /purge` takes (query or JSON body): one of a URL, a URL prefix, a URL glob, a tag;
+/// and optionally the site (its host) whose cache to purge, else every site's.
 #[derive(Debug, Default, serde::Deserialize)]
 struct Purge {
+    site: Option<String>,
     url: Option<String>,
     prefix: Option<String>,
     glob: Option<String>,
@@ -659,24 +815,49 @@ async fn admin_purge(
         )
             .into_response();
     }
-    let result = if let Some(url) = &purge.url {
-        state.cache.delete_urls([url]).await
-    } else if let Some(tag) = &purge.tag {
-        state.cache.purge_tag(tag).await
-    } else if let Some(prefix) = purge.prefix.clone() {
-        purge_matching(&state.cache, move |u| u.starts_with(&prefix)).await
-    } else {
-        let glob = purge.glob.as_deref().unwrap_or_default();
-        match globset::Glob::new(glob) {
-            Ok(g) => {
-                let m = g.compile_matcher();
-                purge_matching(&state.cache, move |u| m.is_match(u)).await
+    let sites: Vec<&Served> = match &purge.site {
+        Some(host) => {
+            let host = host.to_ascii_lowercase();
+            let found: Vec<&Served> = state
+                .sites
+                .iter()
+                .filter(|s| s.host.as_deref() == Some(host.as_str()))
+                .collect();
+            if found.is_empty() {
+                return (StatusCode::NOT_FOUND, format!("no site {host:?}\n")).into_response();
             }
+            found
+        }
+        None => state.sites.iter().collect(),
+    };
+    let matcher = match &purge.glob {
+        Some(glob) => match globset::Glob::new(glob) {
+            Ok(g) => Some(g.compile_matcher()),
             Err(e) => {
                 return (StatusCode::BAD_REQUEST, format!("bad glob: {e}\n")).into_response();
             }
-        }
+        },
+        None => None,
     };
+    let mut result: dynacache::Result<u64> = Ok(0);
+    for site in sites {
+        let cache = &site.cache;
+        let purged = if let Some(url) = &purge.url {
+            cache.delete_urls([url]).await
+        } else if let Some(tag) = &purge.tag {
+            cache.purge_tag(tag).await
+        } else if let Some(prefix) = &purge.prefix {
+            purge_matching(cache, |u| u.starts_with(prefix.as_str())).await
+        } else if let Some(m) = &matcher {
+            purge_matching(cache, |u| m.is_match(u)).await
+        } else {
+            Ok(0)
+        };
+        result = match (result, purged) {
+            (Ok(a), Ok(b)) => Ok(a + b),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
+    }
     match result {
         Ok(n) => axum::Json(json!({"purged": n})).into_response(),
         Err(e) => (

@@ -277,6 +277,7 @@ on_both_engines!(
     two_proxies_on_one_table_are_one_cache_and_purges_reach_both,
     large_uncacheable_bodies_stream_with_flat_memory,
     origin_failures_are_502_and_504_and_sigterm_finishes_requests,
+    sites_from_a_config_file_are_routed_by_host,
 );
 
 /// Hits and misses with `Cache-Status`; `Via` both ways; `X-Forwarded-*`; hop-by-hop fields
@@ -626,4 +627,80 @@ fn the_admin_api_needs_a_token_beyond_loopback() {
     assert_eq!(wrong.status(), 401);
     let right = http.post(&purge).bearer_auth("s3cret").send().unwrap();
     assert_eq!(right.status(), 200);
+}
+
+/// `--config`: sites routed by `Host`, each with its origin and namespace; purges confined to a
+/// site with `site=`.
+fn sites_from_a_config_file_are_routed_by_host(engine: Engine) {
+    let (shop, blog) = (Origin::default(), Origin::default());
+    let (shop_url, blog_url) = (shop.start(), blog.start());
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sites.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[site]]\nhost = \"Shop.Example\"\norigin = \"{shop_url}\"\nnamespace = \"shop\"\n\n\
+             [[site]]\norigin = \"{blog_url}\"\nnamespace = \"blog\"\n"
+        ),
+    )
+    .unwrap();
+    let proxy = Proxy::start(
+        &engine.args(&unique_table()),
+        &["--config", config.to_str().unwrap()],
+    );
+    let http = client();
+    let get = |host: &str| {
+        http.get(proxy.url("/fresh"))
+            .header("host", host)
+            .send()
+            .unwrap()
+    };
+    for _ in 0..2 {
+        assert_eq!(get("shop.example:8080").text().unwrap(), "fresh body");
+        assert_eq!(get("anything.example").text().unwrap(), "fresh body");
+    }
+    assert_eq!((shop.hits(), blog.hits()), (1, 1));
+    let stats: Value = http
+        .get(format!("{}/stats", proxy.admin))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let namespaces: Vec<&str> = stats["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["namespace"].as_str().unwrap())
+        .collect();
+    assert_eq!(namespaces, ["shop", "blog"]);
+    assert_eq!(stats["hits"], 2);
+    // A purge confined to the shop.
+    let res = http
+        .post(format!("{}/purge?site=shop.example&glob=*", proxy.admin))
+        .send()
+        .unwrap();
+    assert_eq!(res.json::<Value>().unwrap()["purged"], 1);
+    get("shop.example");
+    get("anything.example");
+    assert_eq!((shop.hits(), blog.hits()), (2, 1));
+    let res = http
+        .post(format!("{}/purge?site=nowhere.example&glob=*", proxy.admin))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    drop(proxy);
+
+    // A file naming two default sites is refused.
+    std::fs::write(
+        &config,
+        format!("[[site]]\norigin = \"{shop_url}\"\n[[site]]\norigin = \"{blog_url}\"\n"),
+    )
+    .unwrap();
+    let out = Command::new(assert_cmd::cargo::cargo_bin("dynacache"))
+        .args(engine.args(&unique_table()))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("two default sites"));
 }
