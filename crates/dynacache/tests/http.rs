@@ -27,6 +27,7 @@ conformance!(
     refresh_and_force_refresh_per_request,
     read_only_and_disabled_caches_never_write,
     concurrent_misses_send_one_request_to_the_origin,
+    refresh_ahead_revalidates_hot_responses_before_they_expire,
     fleet_single_flight_sends_one_request_for_misses_in_four_processes,
     fleet_single_flight_lets_every_process_through_when_nothing_is_stored,
     a_20_megabyte_body_is_cached_and_served_like_a_small_one,
@@ -635,6 +636,49 @@ mod suite {
         }
         assert_eq!(e.origin.count("/slow"), 1);
         assert_eq!(e.client.cache().stats().coalesced, 9);
+    }
+
+    /// `refresh_ahead`: hits near expiry (scaled by how long the origin took) refresh the
+    /// response in the background while being served from the cache; without it, nothing is
+    /// refreshed before expiry.
+    pub async fn refresh_ahead_revalidates_hot_responses_before_they_expire(table: Table) {
+        for on in [true, false] {
+            let e = env(table.clone(), |b| {
+                if on { b.refresh_ahead(100_000.0) } else { b }
+            })
+            .await;
+            let path = "/max-age/10";
+            assert!(!e.get(path).await.1);
+            // Half the lifetime left: with a 1 ms fetch time and beta 100,000, each hit
+            // refreshes with probability 1 - exp(-0.05) (about 0.95).
+            e.clock.advance(Duration::from_secs(5));
+            for _ in 0..20 {
+                let (status, from_cache, _, _) = e.get(path).await;
+                assert_eq!(status, 200);
+                assert!(from_cache, "hits are served from the cache meanwhile");
+                if e.origin.count(path) > 1 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            // The background refresh lands (bounded wait, not a measurement).
+            for _ in 0..100 {
+                if e.origin.count(path) > 1 || !on {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if on {
+                // (A beta this large may refresh the refreshed response again.)
+                assert!(e.origin.count(path) >= 2, "refreshed ahead of expiry");
+                e.client.cache().flush().await;
+                // Refreshed: fresh for 10 s from now, beyond the first expiry.
+                e.clock.advance(Duration::from_secs(7));
+                assert!(e.get(path).await.1);
+            } else {
+                assert_eq!(e.origin.count(path), 1, "no refresh without refresh_ahead");
+            }
+        }
     }
 
     /// Four caches on one table, as four processes of a fleet, each with its own in-process

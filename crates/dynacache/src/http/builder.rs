@@ -110,6 +110,24 @@ impl HttpCacheBuilder {
         self
     }
 
+    /// Refreshes hot responses before they expire, XFetch style: on a fresh hit, with a
+    /// probability that grows as expiry nears and with how long the origin took to answer
+    /// (`now + fetch_time × beta × −ln(random) ≥ expiry`), the response is revalidated in the
+    /// background (one refresh per key at a time in a process; no storage request when not
+    /// refreshing), so a popular response is rarely seen expired. `beta` 1.0 is the usual
+    /// choice, larger refreshes earlier; default off. Needs a front-end that refreshes in the
+    /// background: [`CachedClient`](super::CachedClient), [`CacheLayer`](super::CacheLayer),
+    /// or a [`CacheMiddleware`](super::CacheMiddleware) given a client with
+    /// [`refresh_client`](Self::refresh_client).
+    ///
+    /// ```
+    /// let builder = dynacache::http::HttpCache::builder().refresh_ahead(1.0);
+    /// ```
+    pub fn refresh_ahead(mut self, beta: f64) -> Self {
+        self.settings.refresh_ahead = (beta.is_finite() && beta > 0.0).then_some(beta);
+        self
+    }
+
     /// Fields in which responses name their tags (surrogate keys), such as `Surrogate-Key`
     /// (space-separated) and `Cache-Tag` (comma-separated): a stored response is indexed under
     /// each, and [`HttpCache::purge_tag`] deletes every response of a tag without scanning the

@@ -46,6 +46,8 @@ const RECEIVED: &str = "received";
 /// SHA-256 (first 16 bytes) of a body stored as text (payloads carry the store's own checksum).
 const BODY_SUM: &str = "sum";
 const INITIAL_AGE: &str = "age";
+/// How long the origin took to answer, ms (refresh-ahead's cost).
+const FETCH_MS: &str = "fetch";
 pub(crate) const SIGNATURE: &str = "sig";
 const VARY: &str = "vary";
 const GENERATION: &str = "gen";
@@ -64,6 +66,9 @@ pub(crate) struct StoredResponse {
     /// Its age when received (RFC 9111 §4.2.3 `corrected_initial_age`), ms.
     pub(crate) initial_age_ms: i64,
     pub(crate) expires_ms: Option<i64>,
+    /// How long the origin took to answer it, ms (unknown for responses stored before this
+    /// was recorded). Not signed: it only tunes refresh-ahead.
+    pub(crate) fetch_ms: Option<i64>,
     pub(crate) body: bytes::Bytes,
 }
 
@@ -292,6 +297,9 @@ pub(crate) fn to_attributes(
         (INITIAL_AGE.to_owned(), n(doc.initial_age_ms)),
         (BODY_SIZE.to_owned(), n(doc.body.len())),
     ]);
+    if let Some(f) = doc.fetch_ms {
+        attrs.insert(FETCH_MS.to_owned(), n(f));
+    }
     if let Some(e) = doc.expires_ms {
         attrs.insert(EXPIRES_TEXT.to_owned(), s(http_date(e)));
     }
@@ -382,6 +390,9 @@ pub(crate) fn from_item(
             .unwrap_or(0)
             .max(0),
         expires_ms: get_i64(item, item::EXPIRES).and_then(|e| e.ok()),
+        fetch_ms: get_i64(item, FETCH_MS)
+            .and_then(|f| f.ok())
+            .filter(|f| *f >= 0),
         body,
     })
 }

@@ -497,6 +497,11 @@ impl HttpCache {
                 } else {
                     bump(&self.inner.counters.hits);
                     crate::metrics::hit("http", if from_tier { "memory" } else { "table" });
+                    if let Some(refresh) = refresh.clone()
+                        && self.refresh_early(&found)
+                    {
+                        self.refresh_in_background(&found, &incoming, &lookup, refresh);
+                    }
                 }
                 Ok(self.reply(&found, &incoming, &decision, Served::hit(stale)))
             }
@@ -692,6 +697,21 @@ impl HttpCache {
             .store_and_answer(incoming, lookup, res, request_time)
             .await
             .0)
+    }
+
+    /// XFetch for a fresh response: refresh it now, ahead of expiry? Never without a cost
+    /// (responses stored before it was recorded) or an expiry.
+    fn refresh_early(&self, found: &Found) -> bool {
+        let (Some(beta), Some(expires), Some(cost)) = (
+            self.inner.settings.refresh_ahead,
+            found.doc.expires_ms,
+            found.doc.fetch_ms,
+        ) else {
+            return false;
+        };
+        // -ln(u) for u in (0, 1]: exponentially distributed, mean 1.
+        let draw = -(1.0 - fastrand::f64()).ln();
+        self.now() as f64 + cost as f64 * beta * draw >= expires as f64
     }
 
     /// Revalidates a stale response in the background, once per key at a time.

@@ -52,6 +52,7 @@ pub(crate) fn signed_item(store: &Store, body: &[u8], seed: u64) -> (String, Ite
         received_ms: 1_000,
         initial_age_ms: 0,
         expires_ms: Some(i64::MAX / 2),
+        fetch_ms: Some(3),
         body: Bytes::copy_from_slice(body),
     };
     let key = format!("{seed:032x}");

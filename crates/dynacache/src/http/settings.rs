@@ -249,6 +249,8 @@ pub(crate) struct Settings {
     pub(crate) targeted_fields: Vec<HeaderName>,
     /// Fields naming a response's tags (surrogate keys), for `purge_tag`.
     pub(crate) tag_fields: Vec<HeaderName>,
+    /// XFetch's beta for refreshing fresh responses ahead of expiry; `None`: off.
+    pub(crate) refresh_ahead: Option<f64>,
     pub(crate) allowed_methods: Vec<Method>,
     pub(crate) match_headers: MatchHeaders,
     pub(crate) ignored_parameters: Vec<String>,
@@ -307,6 +309,7 @@ impl Default for Settings {
             heuristic_max: Duration::from_secs(86_400),
             targeted_fields: Vec::new(),
             tag_fields: Vec::new(),
+            refresh_ahead: None,
             allowed_methods: vec![Method::GET, Method::HEAD],
             match_headers: MatchHeaders::None,
             ignored_parameters: DEFAULT_IGNORED_PARAMETERS

@@ -488,6 +488,8 @@ impl HttpCache {
             received_ms: response_time,
             initial_age_ms: plan.initial_age_ms,
             expires_ms: plan.expires_ms,
+            // At least a millisecond: refresh-ahead scales with it.
+            fetch_ms: Some((response_time - request_time).max(1)),
             body: body.clone(),
         };
         let (key, index, suffix) = match policy::vary(&rparts.headers) {
