@@ -11,7 +11,9 @@
 //!
 //! `DYNACACHE_FLEET_SECONDS` sets how long each hot-key run lasts (default 30),
 //! `DYNACACHE_FLEET_ROUNDS` the rounds of concurrent misses (default 20), and
-//! `DYNACACHE_FLEET_ONLY` a comma-separated subset of `tier,hot,flight,first,http`.
+//! `DYNACACHE_FLEET_ONLY` a comma-separated subset of `tier,hot,flight,first,http`;
+//! `DYNACACHE_FLEET_PROFILE_TIER=struct` (or `Vec`, `ByteBuf`) runs only tier hits of that
+//! value for 5 s, for `perf record`.
 //!
 //! The other processes are this binary run again with `DYNACACHE_FLEET_ROLE` set; they reach
 //! the embedded engine through the loopback endpoint it listens on (`Table::local_endpoint`).
@@ -158,9 +160,27 @@ fn label(key: &metrics::Key, name: &str) -> String {
 }
 
 impl metrics::Recorder for Recording {
-    fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
-    fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
-    fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
 
     fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
         if key.name() == "dynacache_storage_errors_total" {
@@ -448,7 +468,8 @@ mod child {
         if fleet {
             builder = builder.fleet_single_flight(FleetSingleFlight::new(Duration::from_secs(10)));
         }
-        let client = CachedClient::new(reqwest::Client::new(), builder.build(open().await).unwrap());
+        let client =
+            CachedClient::new(reqwest::Client::new(), builder.build(open().await).unwrap());
         let mut commands = commands();
         say("ready");
         while let Some(go) = commands.recv().await {
@@ -502,7 +523,10 @@ mod child {
         let t = Instant::now();
         let table = open().await;
         let open_ms = ms(t.elapsed());
-        let cache = Cache::builder().namespace(NAMESPACE).build(table.clone()).unwrap();
+        let cache = Cache::builder()
+            .namespace(NAMESPACE)
+            .build(table.clone())
+            .unwrap();
         let mut warm_ms = 0.0;
         if warm {
             let t = Instant::now();
@@ -598,12 +622,7 @@ impl Origin {
     }
 
     fn count(&self, path: &str) -> usize {
-        self.counts
-            .lock()
-            .unwrap()
-            .get(path)
-            .copied()
-            .unwrap_or(0)
+        self.counts.lock().unwrap().get(path).copied().unwrap_or(0)
     }
 }
 
@@ -633,16 +652,35 @@ fn profile() -> Profile {
     }
 }
 
-/// CPU nanoseconds per evaluation of `$body` (which may `.await`), over `$n` evaluations.
+/// CPU nanoseconds per evaluation of `$body` (which may `.await`), over about 0.15 s of CPU:
+/// the kernel accounts a running thread's CPU time at scheduler ticks, so short loops would
+/// read as zero.
 macro_rules! per_op {
-    ($n:expr, $body:expr) => {{
-        let n: u64 = $n;
+    ($body:expr) => {{
+        let t = Instant::now();
+        for _ in 0..1_000 {
+            std::hint::black_box($body);
+        }
+        let estimate = t.elapsed().as_nanos() as f64 / 1_000.0;
+        let n = ((0.15e9 / estimate.max(1.0)) as u64).clamp(1_000, 50_000_000);
         let c = thread_cpu_ns();
         for _ in 0..n {
             std::hint::black_box($body);
         }
         (thread_cpu_ns() - c) as f64 / n as f64
     }};
+}
+
+/// moka configured as the tier configures it: a weigher, and an expiry per entry, over slots
+/// of MessagePack and a logical expiry.
+struct KeepFor;
+
+type Slot = Arc<(Arc<Vec<u8>>, Option<i64>)>;
+
+impl<K, V> moka::Expiry<K, V> for KeepFor {
+    fn expire_after_create(&self, _: &K, _: &V, _: Instant) -> Option<Duration> {
+        Some(Duration::from_secs(60))
+    }
 }
 
 /// What one tier hit of `value` costs against moka, and the parts a tier hit is made of.
@@ -665,15 +703,32 @@ where
     owned.insert(key.to_owned(), value.clone());
     let shared: moka::sync::Cache<String, Arc<V>> = moka::sync::Cache::new(10_000);
     shared.insert(key.to_owned(), Arc::new(value.clone()));
+    let configured: moka::sync::Cache<String, Slot> = moka::sync::Cache::builder()
+        .max_capacity(64 << 20)
+        .weigher(|_: &String, _: &Slot| 1_088)
+        .expire_after(KeepFor)
+        .build();
     let msgpack = rmp_serde::to_vec_named(&value).unwrap();
+    configured.insert(key.to_owned(), Arc::new((Arc::new(msgpack.clone()), None)));
 
-    // About 0.15 s of CPU per variant and round, from a calibration run.
-    let calibrate = per_op!(2_000, cache.get::<V>(key).await.unwrap().unwrap());
-    let n = ((0.15e9 / calibrate) as u64).clamp(10_000, 2_000_000);
+    // For a profiler (`perf record`): only tier hits of the values named, for 5 s each.
+    if let Ok(which) = std::env::var("DYNACACHE_FLEET_PROFILE_TIER") {
+        if !what.contains(which.as_str()) {
+            return;
+        }
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            for _ in 0..1_000 {
+                std::hint::black_box(cache.get::<V>(key).await.unwrap().unwrap());
+            }
+        }
+        return;
+    }
     let names = [
         "tier",
         "moka_owned",
         "moka_arc",
+        "moka_configured",
         "decode",
         "key",
         "clock",
@@ -685,13 +740,14 @@ where
             // A different order each round, so no variant always runs first.
             let name = names[(i + round) % names.len()];
             let ns = match name {
-                "tier" => per_op!(n, cache.get::<V>(key).await.unwrap().unwrap()),
-                "moka_owned" => per_op!(n, owned.get(key).unwrap()),
-                "moka_arc" => per_op!(n, shared.get(key).unwrap()),
-                "decode" => per_op!(n, rmp_serde::from_slice::<V>(&msgpack).unwrap()),
-                "key" => per_op!(n, format!("{NAMESPACE}:{}", std::hint::black_box(key))),
-                "clock" => per_op!(n, SystemTime::now()),
-                "metric" => per_op!(n, {
+                "tier" => per_op!(cache.get::<V>(key).await.unwrap().unwrap()),
+                "moka_owned" => per_op!(owned.get(key).unwrap()),
+                "moka_arc" => per_op!(shared.get(key).unwrap()),
+                "moka_configured" => per_op!(configured.get(key).unwrap().0.clone()),
+                "decode" => per_op!(rmp_serde::from_slice::<V>(&msgpack).unwrap()),
+                "key" => per_op!(format!("{NAMESPACE}:{}", std::hint::black_box(key))),
+                "clock" => per_op!(SystemTime::now()),
+                "metric" => per_op!({
                     metrics::counter!("dynacache_hits_total", "cache" => "kv", "tier" => "memory")
                         .increment(1)
                 }),
@@ -705,18 +761,16 @@ where
         before,
         "every get was a tier hit"
     );
-    let m: BTreeMap<&str, f64> = samples
-        .into_iter()
-        .map(|(k, v)| (k, median(v)))
-        .collect();
+    let m: BTreeMap<&str, f64> = samples.into_iter().map(|(k, v)| (k, median(v))).collect();
     let size = msgpack.len();
     rows.push(format!(
-        "| {what} | {size} B | {:.0} | {:.0} | {:.0} | {:.1}x | {:.1}x | {:.0} | {:.0} | {:.0} | {:.0} |",
+        "| {what} | {size} B | {:.0} | {:.0} | {:.0} | {:.1}x | {:.1}x | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
         m["tier"],
         m["moka_owned"],
         m["moka_arc"],
         m["tier"] / m["moka_owned"],
         m["tier"] / m["moka_arc"],
+        m["moka_configured"],
         m["decode"],
         m["key"],
         m["clock"],
@@ -843,9 +897,7 @@ async fn misses(
         Flight::Http => "flight_http",
     };
     let param = if fleet { "fleet" } else { "local" };
-    let mut children: Vec<Child> = (0..PROCESSES)
-        .map(|_| t.child(role, param))
-        .collect();
+    let mut children: Vec<Child> = (0..PROCESSES).map(|_| t.child(role, param)).collect();
     for c in &mut children {
         assert_eq!(c.said(120).await, "ready");
     }
@@ -957,7 +1009,10 @@ async fn http_hits(engine: &str, table: &Table, origin: &Origin, rows: &mut Vec<
             builder =
                 builder.in_process(InProcessTier::new(64 << 20).l1_ttl(Duration::from_secs(60)));
         }
-        let client = CachedClient::new(reqwest::Client::new(), builder.build(table.clone()).unwrap());
+        let client = CachedClient::new(
+            reqwest::Client::new(),
+            builder.build(table.clone()).unwrap(),
+        );
         let first = client.get(&url).send().await.unwrap();
         assert!(!first.from_cache());
         let size = first.bytes().await.unwrap().len();
@@ -987,7 +1042,11 @@ async fn http_hits(engine: &str, table: &Table, origin: &Origin, rows: &mut Vec<
         let reads_per_hit = (table.consumed_capacity().read_units - reads) / n as f64;
         let row = format!(
             "| {engine} | {} | {size} B JSON | {:.1} | {:.1} | {:.0} | {reads_per_hit:.2} |",
-            if tier { "in-process, l1_ttl 60 s" } else { "none" },
+            if tier {
+                "in-process, l1_ttl 60 s"
+            } else {
+                "none"
+            },
             latency.as_secs_f64() * 1e6,
             cpu.as_secs_f64() * 1e6,
             1.0 / cpu.as_secs_f64(),
@@ -1102,7 +1161,7 @@ fn main() {
         rows
     });
     print(
-        "| value | MessagePack | tier hit ns | moka get (owned clone) ns | moka get (Arc) ns | tier / moka owned | tier / moka Arc | of which: decode ns | key ns | clock ns | metric ns |",
+        "| value | MessagePack | tier hit ns | moka get (owned clone) ns | moka get (Arc) ns | tier / moka owned | tier / moka Arc | parts: moka as the tier configures it ns | MessagePack decode ns | key building ns | clock ns | hit metric ns |",
         &tier_rows,
     );
     print(
