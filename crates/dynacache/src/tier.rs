@@ -11,7 +11,7 @@
 
 use std::hash::Hash;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::clock::Clock;
 
@@ -92,31 +92,11 @@ pub struct InProcessUsage {
     pub bytes: u64,
 }
 
-/// One kept entry: the value, its logical expiry (epoch ms, `None`: never), its weight, and
-/// how long moka may keep it.
+/// One kept entry: the value, its logical expiry (epoch ms, `None`: never), and its weight.
 struct Slot<V> {
     value: Arc<V>,
     expires_ms: Option<i64>,
-    keep: Duration,
     weight: u32,
-}
-
-struct KeepFor;
-
-impl<K, V> moka::Expiry<K, Arc<Slot<V>>> for KeepFor {
-    fn expire_after_create(&self, _: &K, slot: &Arc<Slot<V>>, _: Instant) -> Option<Duration> {
-        Some(slot.keep)
-    }
-
-    fn expire_after_update(
-        &self,
-        _: &K,
-        slot: &Arc<Slot<V>>,
-        _: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(slot.keep)
-    }
 }
 
 /// An in-process tier of values of type `V` under keys of type `K`.
@@ -151,10 +131,12 @@ where
     V: Send + Sync + 'static,
 {
     pub(crate) fn new(config: InProcessTier, clock: Arc<dyn Clock>, label: &'static str) -> Self {
+        // One time-to-live for every entry (cheaper on reads than moka's per-entry expiry):
+        // reads check each entry's own logical expiry against the clock.
         let cache = moka::sync::Cache::builder()
             .max_capacity(config.max_bytes)
             .weigher(|_: &K, slot: &Arc<Slot<V>>| slot.weight)
-            .expire_after(KeepFor)
+            .time_to_live(config.l1_ttl)
             .build();
         Tier {
             cache,
@@ -226,7 +208,6 @@ where
         let slot = Slot {
             value,
             expires_ms,
-            keep: remaining,
             weight: u32::try_from(bytes.saturating_add(64)).unwrap_or(u32::MAX),
         };
         self.cache.insert(key, Arc::new(slot));

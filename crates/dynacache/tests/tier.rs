@@ -9,6 +9,7 @@ conformance!(
     another_processs_change_is_seen_within_the_staleness_bound,
     a_kept_value_never_outlives_its_expiry,
     a_kept_value_costs_no_read,
+    shared_reads_decode_once_and_follow_writes,
     http_hits_from_the_tier_cost_no_read,
     http_own_invalidations_and_purges_are_seen_at_once,
     http_another_processs_purge_is_seen_within_the_staleness_bound,
@@ -112,6 +113,49 @@ mod suite {
             None,
             "expired: gone from memory too"
         );
+    }
+
+    pub async fn shared_reads_decode_once_and_follow_writes(table: Table) {
+        use std::sync::Arc;
+        let c = Cache::builder()
+            .in_process(tier(Duration::from_secs(3600)))
+            .build(table.clone())
+            .unwrap();
+        let plain = Cache::new(table).unwrap();
+        c.set("k", &vec!["a".to_owned(), "b".to_owned()])
+            .await
+            .unwrap();
+        let first: Arc<Vec<String>> = c.get_shared("k").await.unwrap().unwrap();
+        assert_eq!(*first, ["a", "b"]);
+        let again: Arc<Vec<String>> = c.get_shared("k").await.unwrap().unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "a tier hit shares the decoded value"
+        );
+        // Another type asked of the same value is decoded for that type, not mixed up.
+        let other: Arc<Vec<serde_json::Value>> = c.get_shared("k").await.unwrap().unwrap();
+        assert_eq!(*other, [serde_json::json!("a"), serde_json::json!("b")]);
+        let wrong = c.get_shared::<u64>("k").await;
+        assert!(
+            wrong.is_err(),
+            "a value of another shape is an error, not a panic"
+        );
+        let back: Arc<Vec<String>> = c.get_shared("k").await.unwrap().unwrap();
+        assert_eq!(*back, ["a", "b"]);
+        // This process's write replaces the shared value at once; the old Arc keeps its data.
+        c.set("k", &vec!["c".to_owned()]).await.unwrap();
+        let after: Arc<Vec<String>> = c.get_shared("k").await.unwrap().unwrap();
+        assert_eq!(*after, ["c"]);
+        assert_eq!(*first, ["a", "b"]);
+        c.delete("k").await.unwrap();
+        assert!(c.get_shared::<Vec<String>>("k").await.unwrap().is_none());
+        // Without a tier, get_shared reads the table like get.
+        plain.set("p", &5u32).await.unwrap();
+        assert_eq!(
+            plain.get_shared::<u32>("p").await.unwrap().as_deref(),
+            Some(&5)
+        );
+        assert!(plain.get_shared::<u32>("missing").await.unwrap().is_none());
     }
 
     pub async fn a_kept_value_costs_no_read(table: Table) {

@@ -304,6 +304,9 @@ struct Kept {
     expires: Option<i64>,
     /// How long computing it took (read-through values), ms.
     cost_ms: Option<i64>,
+    /// The value decoded by [`Cache::get_shared`], as the first type asked for: later hits of
+    /// that type share it instead of decoding again.
+    decoded: std::sync::OnceLock<(std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>)>,
 }
 
 #[derive(Debug)]
@@ -371,22 +374,77 @@ impl Cache {
     /// [`Error::Corrupt`] when the item is damaged.
     pub async fn get<T: DeserializeOwned>(&self, key: impl AsRef<[u8]>) -> Result<Option<T>> {
         let key = self.key(key.as_ref())?;
-        if let Some(kept) = self.kept(&key) {
+        match self.lookup(&key).await? {
+            Some(kept) => self.read_kept(&key, &kept).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The kept value under `key`: from the in-process tier, else read from the table (and
+    /// kept), counting the hit or miss.
+    async fn lookup(&self, key: &StoredKey) -> Result<Option<Arc<Kept>>> {
+        if let Some(kept) = self.kept(key) {
             crate::metrics::hit("kv", "memory");
-            return self.read_kept(&key, &kept).map(Some);
+            return Ok(Some(kept));
         }
         let read = self.read_start();
-        match self.store().get(&key, false).await? {
+        match self.store().get(key, false).await? {
             Some(entry) => {
                 crate::metrics::hit("kv", "table");
-                let kept = self.keep(&key, entry, read)?;
-                self.read_kept(&key, &kept).map(Some)
+                self.keep(key, entry, read).map(Some)
             }
             None => {
                 crate::metrics::miss("kv");
                 Ok(None)
             }
         }
+    }
+
+    /// The value under `key`, shared: as [`get`](Cache::get), but an `Arc<T>`, so that hits
+    /// from the in-process tier decode a value once and then only clone a pointer (a `get` of
+    /// a tier hit decodes the stored MessagePack every time). The fastest read of a hot key.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+    /// use std::sync::Arc;
+    /// use dynacache::{Cache, InProcessTier, Table};
+    ///
+    /// let cache = Cache::builder()
+    ///     .in_process(InProcessTier::new(64 << 20))
+    ///     .build(Table::builder().open().await?)?;
+    /// cache.set("config", &vec!["a".to_owned(), "b".to_owned()]).await?;
+    /// let first: Arc<Vec<String>> = cache.get_shared("config").await?.unwrap();
+    /// let again: Arc<Vec<String>> = cache.get_shared("config").await?.unwrap();
+    /// assert!(Arc::ptr_eq(&first, &again)); // decoded once, shared after
+    /// # Ok(()) }
+    /// ```
+    pub async fn get_shared<T>(&self, key: impl AsRef<[u8]>) -> Result<Option<Arc<T>>>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        let key = self.key(key.as_ref())?;
+        match self.lookup(&key).await? {
+            Some(kept) => self.read_kept_shared(&key, &kept).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// A kept value as an `Arc<T>`, decoded at most once per kept value for the first type
+    /// asked for.
+    fn read_kept_shared<T>(&self, key: &StoredKey, kept: &Kept) -> Result<Arc<T>>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        let wanted = std::any::TypeId::of::<T>();
+        if let Some((ty, value)) = kept.decoded.get()
+            && *ty == wanted
+            && let Ok(value) = value.clone().downcast::<T>()
+        {
+            return Ok(value);
+        }
+        let value: Arc<T> = Arc::new(self.read_kept(key, kept)?);
+        let _ = kept.decoded.set((wanted, value.clone()));
+        Ok(value)
     }
 
     /// Whether `key` holds a live (unexpired) value. Reads only the key and expiry attributes,
@@ -436,6 +494,7 @@ impl Cache {
             value,
             expires,
             cost_ms,
+            decoded: Default::default(),
         });
         if let (Some(tier), Some(read)) = (&self.inner.tier, read) {
             tier.insert_read(read, key.pk.clone(), kept.clone(), kept.bytes(), expires);

@@ -381,6 +381,7 @@ impl Cache {
             },
             expires: stamp.expires,
             cost_ms: Some(cost_ms),
+            decoded: Default::default(),
         });
         let (mut attrs, payload) = match self.encoded_to_entry(encoded) {
             Ok(entry) => entry,
