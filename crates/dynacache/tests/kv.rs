@@ -25,6 +25,7 @@ conformance!(
     values_of_5_megabytes_round_trip_compressed_or_not,
     a_64_megabyte_value_round_trips,
     concurrent_writers_of_a_large_value_never_show_a_mix,
+    a_large_value_replaced_by_a_small_one_while_read_is_never_an_error,
     an_interrupted_large_write_leaves_the_old_value_and_vacuum_reclaims_its_chunks,
     replaced_and_deleted_large_values_leave_no_chunks,
     long_and_binary_keys_are_stored_without_collisions,
@@ -607,6 +608,56 @@ mod suite {
         assert!(got.0 == v, "64 MB value differs");
         assert!(c.delete("huge").await.unwrap());
         assert!(all_keys(&table).await.is_empty(), "no chunk left behind");
+    }
+
+    pub async fn a_large_value_replaced_by_a_small_one_while_read_is_never_an_error(table: Table) {
+        // A reader that follows a large value's head while another process replaces it with a
+        // small value (or deletes it) must answer the small value (or a miss), not an error.
+        let c = Cache::builder()
+            .chunk_size(64 * 1024)
+            .compress_from(None)
+            .build(table)
+            .unwrap();
+        let size = 500 * 1024;
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (c, done) = (c.clone(), done.clone());
+            tokio::spawn(async move {
+                for round in 0..12u8 {
+                    c.set("v", &Bytes(vec![round; size])).await.unwrap();
+                    c.set("v", &Bytes(vec![round; 3])).await.unwrap();
+                    if round % 3 == 0 {
+                        c.delete("v").await.unwrap();
+                    }
+                }
+                done.store(true, std::sync::atomic::Ordering::SeqCst);
+            })
+        };
+        let readers: Vec<_> = (0..4)
+            .map(|_| {
+                let (c, done) = (c.clone(), done.clone());
+                tokio::spawn(async move {
+                    let mut reads = 0u32;
+                    while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                        match c.get::<Bytes>("v").await {
+                            Ok(Some(Bytes(v))) => {
+                                assert!(v.len() == size || v.len() == 3, "{} bytes", v.len());
+                                assert!(v.iter().all(|b| *b == v[0]), "a mix of two versions");
+                            }
+                            Ok(None) => {}
+                            Err(e) => panic!("read {reads} failed: {e}"),
+                        }
+                        reads += 1;
+                        tokio::task::yield_now().await;
+                    }
+                    reads
+                })
+            })
+            .collect();
+        writer.await.unwrap();
+        for r in readers {
+            r.await.unwrap();
+        }
     }
 
     pub async fn concurrent_writers_of_a_large_value_never_show_a_mix(table: Table) {

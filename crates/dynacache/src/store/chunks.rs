@@ -114,6 +114,14 @@ impl Head {
     }
 }
 
+/// What reading a chunked value found.
+pub(super) enum ChunkedRead {
+    /// The head followed, the payload's format, and the payload.
+    Value(Item, String, Vec<u8>),
+    /// The item that replaced the head meanwhile, with its value inline (or none).
+    Replaced(Item),
+}
+
 /// The head attributes that name a payload's chunks (to re-date them, or read part of them).
 pub(super) fn head_attributes(head: &Item) -> Item {
     [
@@ -180,14 +188,15 @@ impl Store {
     }
 
     /// Reads a chunked value from its head, following the head if it is replaced meanwhile.
-    /// Returns the head followed, the format and the payload, or `None` when the value
+    /// Returns the head followed, the format and the payload; the item that replaced it when
+    /// that is not in chunks (a small value written meanwhile); or `None` when the value
     /// disappeared or expired.
     pub(super) async fn read_chunked(
         &self,
         key: &StoredKey,
         mut head_item: Item,
         include_expired: bool,
-    ) -> Result<Option<(Item, String, Vec<u8>)>> {
+    ) -> Result<Option<ChunkedRead>> {
         let table = &self.inner.table;
         let mut consistent = false;
         for _ in 0..READ_ATTEMPTS {
@@ -208,7 +217,7 @@ impl Store {
                         "chunks do not match the checksum in the head",
                     ));
                 }
-                return Ok(Some((head_item, format, data)));
+                return Ok(Some(ChunkedRead::Value(head_item, format, data)));
             }
             // A chunk was missing: the value was replaced (or, on an eventually consistent
             // read, the chunks are not visible yet). Read the head again, strongly. Missing
@@ -226,6 +235,9 @@ impl Store {
                 Some(next) if self.is_live(key, &next) => next,
                 _ => return Ok(None),
             };
+            if !next.contains_key(item::CHUNK_VERSION) {
+                return Ok(Some(ChunkedRead::Replaced(next)));
+            }
             if get_s(&next, item::CHUNK_VERSION) != Some(head.version.as_str()) {
                 // Replaced meanwhile: follow the new value (eventually consistent again).
                 consistent = false;

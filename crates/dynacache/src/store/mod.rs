@@ -369,13 +369,19 @@ impl Store {
         match self.decode_item(key, item, include_expired, defer)? {
             Decoded::Absent => Ok(None),
             Decoded::Entry(entry) => Ok(Some(entry)),
-            Decoded::Chunked(head) => Ok(self.read_chunked(key, head, include_expired).await?.map(
-                |(head, format, data)| Entry {
+            Decoded::Chunked(head) => match self.read_chunked(key, head, include_expired).await? {
+                None => Ok(None),
+                Some(chunks::ChunkedRead::Value(head, format, data)) => Ok(Some(Entry {
                     chunks: Some(chunks::head_attributes(&head)),
                     item: head,
                     payload: Some(Payload { format, data }),
-                },
-            )),
+                })),
+                // Replaced by a value not in chunks: decoded as read first (no chunks to read,
+                // so this goes no deeper).
+                Some(chunks::ChunkedRead::Replaced(item)) => {
+                    Box::pin(self.resolve(key, item, include_expired, defer)).await
+                }
+            },
         }
     }
 
