@@ -228,6 +228,50 @@ async fn a_silent_endpoint_never_hangs_callers_and_opens_the_breaker() {
     assert_kv_unavailable(&kv).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_cancelled_mid_lookup_do_not_open_the_breaker() {
+    // A client that hangs up while its request waits on the cache is no sign that DynamoDB is
+    // unwell: 40 lookups cancelled in flight (on an endpoint that never answers, so every one
+    // is in flight when it is dropped) leave the breaker closed. A lookup that runs past the
+    // cache's own deadline does count.
+    let url = silent_endpoint().await;
+    let table = table_on(&url).await;
+    let (origin, path) = origin().await;
+    let patient = HttpCache::builder()
+        .lookup_timeout(Duration::from_secs(30))
+        .build(table.clone())
+        .unwrap();
+    let client = CachedClient::new(reqwest::Client::new(), patient);
+    for i in 0..40 {
+        let request = client.get(origin.url(&format!("{path}?i={i}"))).send();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), request)
+                .await
+                .is_err(),
+            "the lookup is still waiting on the silent endpoint"
+        );
+    }
+    let health = table.health();
+    assert_eq!(health.times_opened, 0, "{health:?}");
+    assert_eq!(health.consecutive_failures, 0, "{health:?}");
+
+    let hasty = HttpCache::builder()
+        .lookup_timeout(Duration::from_millis(50))
+        .build(table.clone())
+        .unwrap();
+    let client = CachedClient::new(reqwest::Client::new(), hasty);
+    for i in 40..45 {
+        let (status, from_cache, _) = fetch(&client, &origin, &path, i).await;
+        assert_eq!((status, from_cache), (200, false));
+    }
+    assert_eq!(
+        table.health().times_opened,
+        1,
+        "5 lookups past the deadline opened it: {:?}",
+        table.health()
+    );
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Failure {
     Throttle,

@@ -452,6 +452,7 @@ impl HttpCache {
                     Lookup::empty(base)
                 }
                 Err(_) => {
+                    self.table().gave_up();
                     let e = crate::Error::Timeout("the cache lookup took too long".into());
                     self.storage_error("reading the cache", &e);
                     note.detail = Some("cache-read-timeout");

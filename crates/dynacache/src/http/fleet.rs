@@ -105,10 +105,12 @@ impl HttpCache {
     /// The response another process stored for this request, if it is there and fresh.
     async fn landed(&self, incoming: &Incoming, lookup: &Lookup) -> Option<FleetTurn> {
         let read = self.lookup(&lookup.base, &incoming.parts.headers, false);
-        let found_lookup = tokio::time::timeout(self.inner.settings.lookup_timeout, read)
-            .await
-            .ok()?
-            .ok()?;
+        let Ok(found_lookup) = tokio::time::timeout(self.inner.settings.lookup_timeout, read).await
+        else {
+            self.table().gave_up();
+            return None;
+        };
+        let found_lookup = found_lookup.ok()?;
         let found = found_lookup.found.clone()?;
         let decision = policy::decide(
             &found.meta(),

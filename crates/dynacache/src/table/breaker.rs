@@ -112,8 +112,9 @@ pub(crate) struct Breaker {
 }
 
 /// A call the breaker let through; report how it went with [`Breaker::record`]. Dropped
-/// unreported (the caller gave up waiting), it counts as a failure: a call too slow to wait for
-/// is what the breaker is for.
+/// unreported, it teaches nothing: a call is dropped when a client hangs up as often as when
+/// the storage is slow (a caller that gives up because the storage is too slow says so with
+/// [`Breaker::gave_up`]). A dropped probe frees the way for the next one.
 #[derive(Debug)]
 #[must_use]
 pub(crate) struct Admission<'a> {
@@ -125,8 +126,11 @@ pub(crate) struct Admission<'a> {
 
 impl Drop for Admission<'_> {
     fn drop(&mut self) {
-        if !self.done {
-            self.breaker.settle(self.probe, true, self.table);
+        if !self.done && self.probe {
+            let mut state = self.breaker.lock();
+            if let State::HalfOpen { probing } = &mut *state {
+                *probing = false;
+            }
         }
     }
 }
@@ -189,6 +193,13 @@ impl Breaker {
         admission.done = true;
         let failed = outcome.as_ref().err().is_some_and(is_storage_failure);
         self.settle(admission.probe, failed, admission.table);
+    }
+
+    /// Records that a caller gave up waiting for the storage (its own deadline passed): a call
+    /// too slow to wait for is what the breaker is for, so it counts as a failure.
+    pub(crate) fn gave_up(&self, table: &str) {
+        let probing = matches!(*self.lock(), State::HalfOpen { probing: true });
+        self.settle(probing, true, table);
     }
 
     fn settle(&self, probe: bool, failed: bool, table: &str) {
@@ -328,15 +339,36 @@ mod tests {
     }
 
     #[test]
-    fn a_call_given_up_on_counts_as_a_failure_and_frees_the_probe() {
-        let b = Breaker::new(CircuitBreaker::new(1, Duration::ZERO));
-        drop(b.admit("t").unwrap());
+    fn a_dropped_call_is_no_failure_and_frees_the_probe() {
+        let b = Breaker::new(CircuitBreaker::new(2, Duration::ZERO));
+        // Cancelled calls (a client hung up) never open it.
+        for _ in 0..10 {
+            drop(b.admit("t").unwrap());
+        }
+        assert_eq!(b.health().state, BreakerState::Closed);
+        assert_eq!(b.health().consecutive_failures, 0);
+        let _ = run(&b, timeout());
+        let _ = run(&b, timeout());
         assert_eq!(b.health().times_opened, 1);
+        // Cool-down over: a probe dropped unreported lets the next probe through.
         drop(b.admit("t").unwrap());
-        assert!(
-            b.admit("t").is_ok(),
-            "an abandoned probe does not block the next one"
-        );
+        let probe = b
+            .admit("t")
+            .expect("an abandoned probe does not block the next one");
+        b.record(probe, &Ok(()));
+        assert_eq!(b.health().state, BreakerState::Closed);
+    }
+
+    #[test]
+    fn a_caller_giving_up_on_a_slow_call_counts_as_a_failure() {
+        let b = Breaker::new(CircuitBreaker::new(2, Duration::from_secs(60)));
+        drop(b.admit("t").unwrap());
+        b.gave_up("t");
+        assert_eq!(b.health().state, BreakerState::Closed);
+        drop(b.admit("t").unwrap());
+        b.gave_up("t");
+        assert_eq!(b.health().state, BreakerState::Open);
+        assert_eq!(b.health().times_opened, 1);
     }
 
     #[test]

@@ -159,6 +159,12 @@ impl Table {
         self.inner.breaker.health()
     }
 
+    /// Tells the circuit breaker that a caller gave up waiting for this table (its own deadline
+    /// passed): it counts as a failed call.
+    pub(crate) fn gave_up(&self) {
+        self.inner.breaker.gave_up(&self.inner.name);
+    }
+
     /// Runs one DynamoDB call through the circuit breaker: refused at once while it is open.
     pub(crate) async fn guarded<T>(
         &self,
