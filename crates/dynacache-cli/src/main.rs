@@ -1,5 +1,8 @@
 //! The `dynacache` command-line tool.
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod connect;
 mod copy_cmd;
 mod demo;
@@ -96,11 +99,12 @@ fn main() {
     // `table template --format iam` covers the namespaces named, so it needs to know which were.
     cli.connection.given = connect::Given::from_matches(&matches);
     cli.output.init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // The proxy uses every core (or `TOKIO_WORKER_THREADS`); other commands need two threads.
+    if !matches!(cli.command, Command::Serve(_)) {
+        builder.worker_threads(2);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
