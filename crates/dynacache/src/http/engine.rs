@@ -48,6 +48,11 @@ pub(crate) const MAX_BACKGROUND_WRITES: usize = 256;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct FinalUrl(pub(crate) url::Url);
 
+/// The URL a response served from the cache was stored from: a response extension, parsed
+/// only by the front-ends that report it (reqwest's `Response::url`), not on every hit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredUrl(pub(crate) String);
+
 /// An HTTP response cache on a DynamoDB table. Cheap to clone. Use it through
 /// [`CachedClient`](super::CachedClient), [`CacheMiddleware`](super::CacheMiddleware) or
 /// [`blocking::CachedClient`](super::blocking::CachedClient).

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 
 use super::body::CacheBody;
-use super::engine::{FinalUrl, HttpCache, Incoming, Served};
+use super::engine::{HttpCache, Incoming, Served, StoredUrl};
 use super::facts::CacheFacts;
 use super::policy::{self, Decision, RangeAnswer};
 use super::stored::{Found, Part};
@@ -44,9 +44,7 @@ impl HttpCache {
         };
         let mut extensions = http::Extensions::new();
         extensions.insert(facts);
-        if let Ok(url) = url::Url::parse(&doc.url) {
-            extensions.insert(FinalUrl(url));
-        }
+        extensions.insert(StoredUrl(doc.url.clone()));
         answer(
             doc.status,
             headers,

@@ -9,7 +9,7 @@ use http_body_util::BodyExt;
 use reqwest::{Client, IntoUrl, Method, Request, RequestBuilder, Response, ResponseBuilderExt};
 
 use crate::http::body::CacheBody;
-use crate::http::engine::{FinalUrl, HttpCache, Refresh};
+use crate::http::engine::{FinalUrl, HttpCache, Refresh, StoredUrl};
 use crate::http::settings::RequestOptions;
 
 /// The request in the engine's form, or the request back when its body streams (it cannot be
@@ -50,10 +50,14 @@ fn to_response(
     res: http::Response<CacheBody<reqwest::Body>>,
     request_url: &reqwest::Url,
 ) -> Response {
-    let url = res
-        .extensions()
-        .get::<FinalUrl>()
-        .map_or_else(|| request_url.clone(), |u| u.0.clone());
+    let url = match (
+        res.extensions().get::<FinalUrl>(),
+        res.extensions().get::<StoredUrl>(),
+    ) {
+        (Some(fin), _) => fin.0.clone(),
+        (None, Some(stored)) => url::Url::parse(&stored.0).unwrap_or_else(|_| request_url.clone()),
+        (None, None) => request_url.clone(),
+    };
     let (mut parts, body) = res.into_parts();
     let body = match body.as_full() {
         Some(bytes) => reqwest::Body::from(bytes),
