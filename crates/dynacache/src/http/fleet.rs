@@ -68,7 +68,22 @@ impl HttpCache {
             if waited && let Some(landed) = self.landed(incoming, lookup).await {
                 return landed;
             }
-            match store.acquire(&lease_key, &owner, fleet.lease_time()).await {
+            // While the lease is held, it is read rather than taken again: a failed conditional
+            // write costs a write unit, a read half a read unit.
+            let held = if waited {
+                match store.lease_ends(&lease_key).await {
+                    Ok(ends) => ends.is_some(),
+                    Err(_) => return FleetTurn::Fetch(None),
+                }
+            } else {
+                false
+            };
+            let attempt = if held {
+                Ok(None)
+            } else {
+                store.acquire(&lease_key, &owner, fleet.lease_time()).await
+            };
+            match attempt {
                 Ok(Some(holding)) if !waited => {
                     // Another process may have stored the response and released the lease
                     // since this request looked: serve it rather than fetch it again.

@@ -418,9 +418,24 @@ impl Cache {
         let owner = lease::owner();
         let deadline = Instant::now() + fleet.wait;
         let mut pause = POLL_FIRST;
+        // After the first attempt, the lease is read before it is taken again: a failed
+        // conditional write costs a write unit, a read half a read unit.
+        let mut held = false;
         loop {
-            match self.store().acquire(&lease_key, &owner, fleet.lease).await {
-                Ok(Some(holding)) => {
+            if held {
+                match self.store().lease_ends(&lease_key).await {
+                    Ok(ends) => held = ends.is_some(),
+                    Err(_) => return FleetTurn::Compute(None),
+                }
+            }
+            let attempt = if held {
+                None
+            } else {
+                Some(self.store().acquire(&lease_key, &owner, fleet.lease).await)
+            };
+            match attempt {
+                None => {}
+                Some(Ok(Some(holding))) => {
                     // Another process may have stored the value and released the lease since
                     // this caller looked: use it rather than compute it again.
                     if let Some(kept) = self.landed_since(key, seen).await {
@@ -432,9 +447,9 @@ impl Cache {
                     }
                     return FleetTurn::Compute(Some((lease_key, owner, holding.token)));
                 }
-                Ok(None) => {}
+                Some(Ok(None)) => held = true,
                 // The lease cannot be read: compute rather than wait on a failing table.
-                Err(_) => return FleetTurn::Compute(None),
+                Some(Err(_)) => return FleetTurn::Compute(None),
             }
             let now = Instant::now();
             if now >= deadline {

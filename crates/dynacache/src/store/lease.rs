@@ -44,6 +44,23 @@ impl Store {
             .saturating_add(KEPT_AFTER.as_secs() as i64)
     }
 
+    /// When the current holding of a lease ends (epoch ms, this store's clock), read without
+    /// writing; `None` when nobody holds it. A process waiting for a lease reads this rather
+    /// than retrying [`acquire`](Store::acquire) (a failed conditional write is still billed).
+    pub(crate) async fn lease_ends(&self, key: &StoredKey) -> Result<Option<i64>> {
+        let Some(item) = self
+            .table()
+            .get_item(&key.pk, Some(&[item::LEASE_EXPIRES]), false)
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(match get_i64(&item, item::LEASE_EXPIRES) {
+            Some(Ok(ends)) if ends > self.now() => Some(ends),
+            _ => None,
+        })
+    }
+
     /// Takes the lease for `owner` for `ttl`, unless someone holds it. `None` when they do.
     pub(crate) async fn acquire(
         &self,
