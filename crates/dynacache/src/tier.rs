@@ -136,7 +136,8 @@ where
         let cache = moka::sync::Cache::builder()
             .max_capacity(config.max_bytes)
             .weigher(|_: &K, slot: &Arc<Slot<V>>| slot.weight)
-            .time_to_live(config.l1_ttl)
+            // moka refuses a time-to-live over 1,000 years; a century is "no bound".
+            .time_to_live(config.l1_ttl.min(Duration::from_secs(100 * 365 * 86_400)))
             .build();
         Tier {
             cache,

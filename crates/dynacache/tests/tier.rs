@@ -10,6 +10,7 @@ conformance!(
     a_kept_value_never_outlives_its_expiry,
     a_kept_value_costs_no_read,
     shared_reads_decode_once_and_follow_writes,
+    an_unbounded_staleness_bound_is_accepted,
     http_hits_from_the_tier_cost_no_read,
     http_own_invalidations_and_purges_are_seen_at_once,
     http_another_processs_purge_is_seen_within_the_staleness_bound,
@@ -156,6 +157,16 @@ mod suite {
             Some(&5)
         );
         assert!(plain.get_shared::<u32>("missing").await.unwrap().is_none());
+    }
+
+    pub async fn an_unbounded_staleness_bound_is_accepted(table: Table) {
+        // `l1_ttl(Duration::MAX)` means "no bound": it must build, not panic.
+        let c = Cache::builder()
+            .in_process(tier(Duration::MAX))
+            .build(table)
+            .unwrap();
+        c.set("k", &1).await.unwrap();
+        assert_eq!(c.get::<i32>("k").await.unwrap(), Some(1));
     }
 
     pub async fn a_kept_value_costs_no_read(table: Table) {

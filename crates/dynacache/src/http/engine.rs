@@ -331,6 +331,7 @@ impl HttpCache {
     /// The whole caching decision for one request. `fetch` sends a request to the origin;
     /// `refresh`, when given, lets stale-while-revalidate refresh in the background. The
     /// response's [`CacheFacts`](super::CacheFacts) say why it was forwarded, if it was.
+    #[tracing::instrument(level = "debug", name = "dynacache.http.request", skip_all, fields(method = %req.method()))]
     pub(crate) async fn execute<B, E, F, Fut>(
         &self,
         req: Request<Bytes>,

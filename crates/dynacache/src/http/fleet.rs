@@ -69,7 +69,7 @@ impl HttpCache {
                 return landed;
             }
             // While the lease is held, it is read rather than taken again: a failed conditional
-            // write costs a write unit, a read half a read unit.
+            // write costs a write unit, a read one read unit.
             let held = if waited {
                 match store.lease_ends(&lease_key).await {
                     Ok(ends) => ends.is_some(),
@@ -119,7 +119,8 @@ impl HttpCache {
 
     /// The response another process stored for this request, if it is there and fresh.
     async fn landed(&self, incoming: &Incoming, lookup: &Lookup) -> Option<FleetTurn> {
-        let read = self.lookup(&lookup.base, &incoming.parts.headers, false);
+        // Heads only within the lookup's bound; a body in chunks is read by `ready` after.
+        let read = self.lookup(&lookup.base, &incoming.parts.headers, true);
         let Ok(found_lookup) = tokio::time::timeout(self.inner.settings.lookup_timeout, read).await
         else {
             self.table().gave_up();

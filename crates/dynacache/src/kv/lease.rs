@@ -68,6 +68,7 @@ pub(super) fn owner() -> String {
 impl Cache {
     /// Takes the lease `name` for `ttl`, if no process of the fleet holds it: one conditional
     /// UpdateItem. `None` when it is held. A holder that crashes lets it expire.
+    #[tracing::instrument(level = "debug", name = "dynacache.kv.lease", skip_all)]
     pub async fn lease(&self, name: impl AsRef<[u8]>, ttl: Duration) -> Result<Option<Lease>> {
         let name = name.as_ref();
         let key = self.store().lease_key(&user_name(name))?;
@@ -97,6 +98,7 @@ impl Cache {
     /// assert!(cache.renew(&mut lease, Duration::from_secs(60)).await?);
     /// # Ok(()) }
     /// ```
+    #[tracing::instrument(level = "debug", name = "dynacache.kv.renew", skip_all)]
     pub async fn renew(&self, lease: &mut Lease, ttl: Duration) -> Result<bool> {
         let key = self.store().lease_key(&user_name(&lease.name))?;
         match self
@@ -114,6 +116,7 @@ impl Cache {
 
     /// Ends a lease, so another process can take it at once. Returns false when it had already
     /// been lost.
+    #[tracing::instrument(level = "debug", name = "dynacache.kv.release", skip_all)]
     pub async fn release(&self, lease: Lease) -> Result<bool> {
         let key = self.store().lease_key(&user_name(&lease.name))?;
         self.store().release(&key, &lease.owner, lease.token).await

@@ -26,6 +26,7 @@ impl Cache {
     /// assert_eq!(cache.ttl("missing").await?, None);
     /// # Ok(()) }
     /// ```
+    #[tracing::instrument(level = "debug", name = "dynacache.kv.ttl", skip_all)]
     pub async fn ttl(&self, key: impl AsRef<[u8]>) -> Result<Option<Option<Duration>>> {
         let key = self.key(key.as_ref())?;
         let now = self.store().now();
@@ -61,6 +62,7 @@ impl Cache {
     /// assert!(!cache.touch("nobody", Duration::from_secs(3600)).await?);
     /// # Ok(()) }
     /// ```
+    #[tracing::instrument(level = "debug", name = "dynacache.kv.touch", skip_all)]
     pub async fn touch(&self, key: impl AsRef<[u8]>, ttl: Duration) -> Result<bool> {
         let Some(left) = self.ttl(key.as_ref()).await? else {
             return Ok(false);

@@ -372,6 +372,7 @@ impl Cache {
     ///
     /// Fails with [`Error::Deserialize`] when the stored value is not a `T`, and
     /// [`Error::Corrupt`] when the item is damaged.
+    #[tracing::instrument(level = "debug", name = "dynacache.kv.get", skip_all)]
     pub async fn get<T: DeserializeOwned>(&self, key: impl AsRef<[u8]>) -> Result<Option<T>> {
         let key = self.key(key.as_ref())?;
         match self.lookup(&key).await? {
@@ -418,6 +419,7 @@ impl Cache {
     /// assert!(Arc::ptr_eq(&first, &again)); // decoded once, shared after
     /// # Ok(()) }
     /// ```
+    #[tracing::instrument(level = "debug", name = "dynacache.kv.get_shared", skip_all)]
     pub async fn get_shared<T>(&self, key: impl AsRef<[u8]>) -> Result<Option<Arc<T>>>
     where
         T: DeserializeOwned + Send + Sync + 'static,
@@ -449,6 +451,7 @@ impl Cache {
 
     /// Whether `key` holds a live (unexpired) value. Reads only the key and expiry attributes,
     /// which saves bandwidth; note that DynamoDB bills a GetItem on the whole item's size.
+    #[tracing::instrument(level = "debug", name = "dynacache.kv.has", skip_all)]
     pub async fn has(&self, key: impl AsRef<[u8]>) -> Result<bool> {
         let key = self.key(key.as_ref())?;
         if self.kept(&key).is_some() {
@@ -532,6 +535,7 @@ impl Cache {
 
     /// The values under several keys, in the order of the keys (`None` for missing or expired),
     /// read with BatchGetItem, 100 keys a call.
+    #[tracing::instrument(level = "debug", name = "dynacache.kv.get_many", skip_all)]
     pub async fn get_many<T, K>(&self, keys: impl IntoIterator<Item = K>) -> Result<Vec<Option<T>>>
     where
         T: DeserializeOwned,
@@ -573,6 +577,7 @@ impl Cache {
     }
 
     /// Stores a value with the given expiry, replacing any value under `key`.
+    #[tracing::instrument(level = "debug", name = "dynacache.kv.set_with", skip_all)]
     pub async fn set_with<T: Serialize + ?Sized>(
         &self,
         key: impl AsRef<[u8]>,
@@ -599,6 +604,7 @@ impl Cache {
     }
 
     /// [`add`](Cache::add) with an expiry.
+    #[tracing::instrument(level = "debug", name = "dynacache.kv.add_with", skip_all)]
     pub async fn add_with<T: Serialize + ?Sized>(
         &self,
         key: impl AsRef<[u8]>,
@@ -733,6 +739,7 @@ impl Cache {
     /// Batch writes cannot report the values they replace, so if one of these keys held a value
     /// split into chunks, those chunks stay until its TTL or [`vacuum`](Cache::vacuum) removes
     /// them.
+    #[tracing::instrument(level = "debug", name = "dynacache.kv.set_many", skip_all)]
     pub async fn set_many<K, T>(
         &self,
         entries: impl IntoIterator<Item = (K, T)>,
@@ -758,6 +765,7 @@ impl Cache {
     }
 
     /// Removes the value under `key`. Returns whether a live value was there.
+    #[tracing::instrument(level = "debug", name = "dynacache.kv.delete", skip_all)]
     pub async fn delete(&self, key: impl AsRef<[u8]>) -> Result<bool> {
         let key = self.key(key.as_ref())?;
         Ok(self
@@ -780,6 +788,7 @@ impl Cache {
     /// assert_eq!(cache.take::<String>("token").await?, None);
     /// # Ok(()) }
     /// ```
+    #[tracing::instrument(level = "debug", name = "dynacache.kv.take", skip_all)]
     pub async fn take<T: DeserializeOwned>(&self, key: impl AsRef<[u8]>) -> Result<Option<T>> {
         let key = self.key(key.as_ref())?;
         match self.changing([&key], self.store().take(&key)).await? {
@@ -793,6 +802,7 @@ impl Cache {
 
     /// Removes several keys with BatchWriteItem (25 a call). See [`set_many`](Cache::set_many)
     /// about chunks of large values.
+    #[tracing::instrument(level = "debug", name = "dynacache.kv.delete_many", skip_all)]
     pub async fn delete_many<K: AsRef<[u8]>>(
         &self,
         keys: impl IntoIterator<Item = K>,
@@ -824,6 +834,7 @@ impl Cache {
     }
 
     /// [`inc`](Cache::inc), with the expiry a new counter gets.
+    #[tracing::instrument(level = "debug", name = "dynacache.kv.inc_with", skip_all)]
     pub async fn inc_with(&self, key: impl AsRef<[u8]>, delta: i64, expiry: Expiry) -> Result<i64> {
         let key = self.key(key.as_ref())?;
         self.changing([&key], self.increment(&key, delta, expiry))
@@ -869,6 +880,7 @@ impl Cache {
 
     /// Removes every item of this namespace (values, expired values, chunks), and nothing else.
     /// Returns how many items were deleted.
+    #[tracing::instrument(level = "debug", name = "dynacache.kv.clear", skip_all)]
     pub async fn clear(&self) -> Result<u64> {
         if let Some(tier) = &self.inner.tier {
             tier.clear();
@@ -907,6 +919,7 @@ impl Cache {
     /// assert_eq!(cache.vacuum().await?, 0);
     /// # Ok(()) }
     /// ```
+    #[tracing::instrument(level = "debug", name = "dynacache.kv.vacuum", skip_all)]
     pub async fn vacuum(&self) -> Result<u64> {
         self.store().vacuum().await
     }

@@ -92,6 +92,7 @@ impl Cache {
     /// assert_eq!((v, again), (42, 42));
     /// # Ok(()) }
     /// ```
+    #[tracing::instrument(level = "debug", name = "dynacache.kv.get_or_insert_with", skip_all)]
     pub async fn get_or_insert_with<T, F, Fut>(
         &self,
         key: impl AsRef<[u8]>,
@@ -129,6 +130,11 @@ impl Cache {
     /// assert_eq!(failed, Err("db down"));
     /// # Ok(()) }
     /// ```
+    #[tracing::instrument(
+        level = "debug",
+        name = "dynacache.kv.try_get_or_insert_with",
+        skip_all
+    )]
     pub async fn try_get_or_insert_with<T, E, F, Fut>(
         &self,
         key: impl AsRef<[u8]>,
@@ -419,7 +425,7 @@ impl Cache {
         let deadline = Instant::now() + fleet.wait;
         let mut pause = POLL_FIRST;
         // After the first attempt, the lease is read before it is taken again: a failed
-        // conditional write costs a write unit, a read half a read unit.
+        // conditional write costs a write unit, a read one read unit.
         let mut held = false;
         loop {
             if held {

@@ -45,12 +45,13 @@ impl Store {
     }
 
     /// When the current holding of a lease ends (epoch ms, this store's clock), read without
-    /// writing; `None` when nobody holds it. A process waiting for a lease reads this rather
-    /// than retrying [`acquire`](Store::acquire) (a failed conditional write is still billed).
+    /// writing (strongly, so a release is seen at once); `None` when nobody holds it. A process
+    /// waiting for a lease reads this rather than retrying [`acquire`](Store::acquire) (a failed
+    /// conditional write is still billed, a write unit against this read's one read unit).
     pub(crate) async fn lease_ends(&self, key: &StoredKey) -> Result<Option<i64>> {
         let Some(item) = self
             .table()
-            .get_item(&key.pk, Some(&[item::LEASE_EXPIRES]), false)
+            .get_item(&key.pk, Some(&[item::LEASE_EXPIRES]), true)
             .await?
         else {
             return Ok(None);

@@ -198,8 +198,10 @@ impl Breaker {
     /// Records that a caller gave up waiting for the storage (its own deadline passed): a call
     /// too slow to wait for is what the breaker is for, so it counts as a failure.
     pub(crate) fn gave_up(&self, table: &str) {
-        let probing = matches!(*self.lock(), State::HalfOpen { probing: true });
-        self.settle(probing, true, table);
+        // Half-open, the call given up on was the probe (its admission, dropped first, has
+        // already freed the way): the probe failed.
+        let half_open = matches!(*self.lock(), State::HalfOpen { .. });
+        self.settle(half_open, true, table);
     }
 
     fn settle(&self, probe: bool, failed: bool, table: &str) {
@@ -357,6 +359,20 @@ mod tests {
             .expect("an abandoned probe does not block the next one");
         b.record(probe, &Ok(()));
         assert_eq!(b.health().state, BreakerState::Closed);
+    }
+
+    #[test]
+    fn a_probe_given_up_on_opens_it_again() {
+        let b = Breaker::new(CircuitBreaker::new(1, Duration::ZERO));
+        drop(b.admit("t").unwrap());
+        b.gave_up("t");
+        assert_eq!(b.health().times_opened, 1);
+        // Cool-down over: the probe's caller gives up on it (the admission is dropped first,
+        // as a timeout drops the future it wraps).
+        let probe = b.admit("t").unwrap();
+        drop(probe);
+        b.gave_up("t");
+        assert_eq!(b.health().times_opened, 2, "the slow probe opened it again");
     }
 
     #[test]

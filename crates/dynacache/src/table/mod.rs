@@ -173,7 +173,8 @@ impl Table {
     ) -> crate::Result<T> {
         let admission = self.inner.breaker.admit(&self.inner.name)?;
         let started = std::time::Instant::now();
-        let outcome = call.await;
+        let span = tracing::debug_span!("dynacache.storage", op, table = %self.inner.name);
+        let outcome = tracing::Instrument::instrument(call, span).await;
         crate::metrics::storage_call(op, started.elapsed());
         self.inner.breaker.record(admission, &outcome);
         outcome
