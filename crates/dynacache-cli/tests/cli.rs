@@ -646,11 +646,33 @@ fn missing_table(place: &Place) {
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
+/// A runtime for the library workloads of these tests. Debug builds of the AWS SDK's futures
+/// are deep: a workload runs on a thread of its own with a stack larger than a test thread's
+/// 2 MiB.
+fn runtime() -> Rt {
+    Rt(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap()
+        .unwrap())
+}
+
+struct Rt(tokio::runtime::Runtime);
+
+impl Rt {
+    fn block_on<F>(&self, f: F) -> F::Output
+    where
+        F: std::future::Future + Send,
+        F::Output: Send,
+    {
+        std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .stack_size(16 << 20)
+                .spawn_scoped(s, || self.0.block_on(f))
+                .unwrap()
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
 }
 
 /// The test's table, through the library (the table is assumed to exist). On the embedded
