@@ -30,6 +30,7 @@ conformance!(
     refresh_ahead_revalidates_hot_responses_before_they_expire,
     fleet_single_flight_sends_one_request_for_misses_in_four_processes,
     fleet_single_flight_lets_every_process_through_when_nothing_is_stored,
+    a_cancelled_fleet_fetch_releases_its_lease,
     a_20_megabyte_body_is_cached_and_served_like_a_small_one,
     expires_headers_date_responses,
     small_text_bodies_are_readable_and_larger_ones_compressed,
@@ -763,6 +764,51 @@ mod suite {
             assert_eq!(body, "not for the cache");
         }
         assert_eq!(origin.count(&path), 4);
+    }
+
+    /// A request cancelled while it fetches for the fleet (its client hung up) ends its lease:
+    /// the other processes do not wait it out.
+    pub async fn a_cancelled_fleet_fetch_releases_its_lease(table: Table) {
+        let origin = Origin::start().await;
+        let path = origin.respond(
+            "slowly",
+            Reply::ok("at last")
+                .header("cache-control", "max-age=60")
+                .delay(Duration::from_secs(1)),
+        );
+        let flight = dynacache::FleetSingleFlight::new(Duration::from_secs(600));
+        let client = |table: Table| {
+            let cache = HttpCache::builder()
+                .fleet_single_flight(flight)
+                .build(table)
+                .unwrap();
+            CachedClient::new(reqwest::Client::new(), cache)
+        };
+        let (leader, follower) = (client(table.clone()), client(table));
+        let fetch = {
+            let url = origin.url(&path);
+            tokio::spawn(async move { leader.get(url).send().await.map(|_| ()) })
+        };
+        // The leader holds the lease once its request reached the origin.
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while origin.count(&path) == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the leader's request reached the origin");
+        fetch.abort();
+        assert!(fetch.await.unwrap_err().is_cancelled());
+        // Held, the 10-minute lease would keep the follower waiting.
+        let res = tokio::time::timeout(
+            Duration::from_secs(60),
+            follower.get(origin.url(&path)).send(),
+        )
+        .await
+        .expect("the follower was let through")
+        .unwrap();
+        assert_eq!(res.text().await.unwrap(), "at last");
+        assert_eq!(origin.count(&path), 2);
     }
 
     pub async fn a_20_megabyte_body_is_cached_and_served_like_a_small_one(table: Table) {

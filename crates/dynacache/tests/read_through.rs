@@ -15,6 +15,7 @@ conformance!(
     a_killed_computation_is_taken_over_after_its_lease_expires,
     a_follower_in_another_process_waits_at_most_its_bound,
     a_follower_computes_itself_after_its_wait_bound,
+    a_cancelled_leader_releases_its_lease,
     fail_safe_serves_a_recently_expired_value_when_the_factory_fails,
     refresh_ahead_recomputes_a_costly_value_early_once,
     refresh_ahead_recomputes_early_with_fleet_single_flight,
@@ -512,6 +513,43 @@ mod suite {
         assert_eq!(v, "follower");
         finish.notify_one();
         assert_eq!(guard("the slow leader", 30, leader).await.unwrap(), "slow");
+    }
+
+    pub async fn a_cancelled_leader_releases_its_lease(table: Table) {
+        // A leader whose computation is cancelled (its caller gave up, a client hung up) ends
+        // its holding, so the fleet does not wait out the lease.
+        let flight = FleetSingleFlight::new(Duration::from_secs(600));
+        let leader_cache = Cache::builder()
+            .fleet_single_flight(flight)
+            .build(table.clone())
+            .unwrap();
+        let follower = Cache::builder()
+            .fleet_single_flight(flight)
+            .build(table)
+            .unwrap();
+        let started = Arc::new(Notify::new());
+        let leader = {
+            let started = started.clone();
+            tokio::spawn(async move {
+                leader_cache
+                    .get_or_insert_with("k", ttl(), || async move {
+                        started.notify_one();
+                        std::future::pending::<String>().await
+                    })
+                    .await
+            })
+        };
+        guard("the leader's factory to start", 30, started.notified()).await;
+        leader.abort();
+        assert!(leader.await.unwrap_err().is_cancelled());
+        // Held, the lease would keep the follower waiting for up to 600 s.
+        let v: String = guard(
+            "a follower after the leader was cancelled",
+            60,
+            follower.get_or_insert_with("k", ttl(), || async { "follower".to_owned() }),
+        )
+        .await;
+        assert_eq!(v, "follower");
     }
 
     // ----- fail-safe ---------------------------------------------------------------------

@@ -20,8 +20,7 @@ use super::policy::{self, Action, Decision};
 use super::stored::{Found, Lookup, Shared};
 use crate::FleetSingleFlight;
 use crate::kv::read_through::{POLL_FIRST, POLL_MAX};
-use crate::store::StoredKey;
-use crate::store::lease::owner;
+use crate::store::lease::{HeldLease, owner};
 
 /// Whose turn it is to fetch, across the fleet.
 pub(super) enum FleetTurn {
@@ -35,12 +34,8 @@ pub(super) enum FleetTurn {
     Fetch(Option<Holding>),
 }
 
-/// A lease held for a fetch.
-pub(super) struct Holding {
-    key: StoredKey,
-    owner: String,
-    token: u64,
-}
+/// A lease held for a fetch (released in the background if the fetch is cancelled).
+pub(super) type Holding = HeldLease;
 
 impl HttpCache {
     /// Waits for another process's fetch of this miss, or takes the turn to fetch.
@@ -91,11 +86,12 @@ impl HttpCache {
                         let _ = store.release(&lease_key, &owner, holding.token).await;
                         return landed;
                     }
-                    return FleetTurn::Fetch(Some(Holding {
-                        key: lease_key,
+                    return FleetTurn::Fetch(Some(HeldLease::new(
+                        store.clone(),
+                        lease_key,
                         owner,
-                        token: holding.token,
-                    }));
+                        holding.token,
+                    )));
                 }
                 Ok(Some(holding)) => {
                     // The leader is done and nothing fresh landed: every waiting process goes
@@ -162,7 +158,7 @@ impl HttpCache {
     /// Ends a holding taken for a fetch (its expiry would, later).
     pub(super) async fn end_fleet_turn(&self, holding: Option<Holding>) {
         if let Some(h) = holding {
-            let _ = self.inner.store.release(&h.key, &h.owner, h.token).await;
+            h.release().await;
         }
     }
 }

@@ -22,6 +22,7 @@ use crate::coalesce::Role;
 use crate::codec::{self, Encoded};
 use crate::expiry::Expiry;
 use crate::store::StoredKey;
+use crate::store::lease::HeldLease;
 use crate::table::item::{Item, n};
 
 /// How read-through misses are shared across processes: through a lease in the table, held
@@ -360,8 +361,8 @@ impl Cache {
                 None => Err(e),
             },
         };
-        if let Some((lease_key, owner, token)) = lease {
-            let _ = self.store().release(&lease_key, &owner, token).await;
+        if let Some(lease) = lease {
+            lease.release().await;
         }
         result
     }
@@ -451,7 +452,12 @@ impl Cache {
                             .await;
                         return FleetTurn::Landed(kept);
                     }
-                    return FleetTurn::Compute(Some((lease_key, owner, holding.token)));
+                    return FleetTurn::Compute(Some(HeldLease::new(
+                        self.store().clone(),
+                        lease_key,
+                        owner,
+                        holding.token,
+                    )));
                 }
                 Some(Ok(None)) => held = true,
                 // The lease cannot be read: compute rather than wait on a failing table.
@@ -502,6 +508,7 @@ impl Drop for Refreshing<'_> {
 enum FleetTurn {
     /// Another process stored the value.
     Landed(Arc<Kept>),
-    /// Compute (holding the lease, when one could be taken).
-    Compute(Option<(StoredKey, String, u64)>),
+    /// Compute (holding the lease, when one could be taken; released if the computation is
+    /// cancelled).
+    Compute(Option<HeldLease>),
 }

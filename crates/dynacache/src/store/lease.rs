@@ -28,6 +28,55 @@ pub(crate) struct Holding {
     pub(crate) expires_ms: i64,
 }
 
+/// A lease the cache itself holds for a computation or a fetch: released with
+/// [`release`](HeldLease::release) when the work is done, or, if the work is cancelled (its
+/// future dropped, e.g. a client that hung up), released in the background when dropped, so the
+/// rest of the fleet does not wait out the lease.
+pub(crate) struct HeldLease {
+    store: Store,
+    key: StoredKey,
+    owner: String,
+    token: u64,
+    released: bool,
+}
+
+impl HeldLease {
+    pub(crate) fn new(store: Store, key: StoredKey, owner: String, token: u64) -> Self {
+        HeldLease {
+            store,
+            key,
+            owner,
+            token,
+            released: false,
+        }
+    }
+
+    /// Ends the holding.
+    pub(crate) async fn release(mut self) {
+        self.released = true;
+        let _ = self.store.release(&self.key, &self.owner, self.token).await;
+    }
+}
+
+impl Drop for HeldLease {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (store, key, owner, token) = (
+                self.store.clone(),
+                self.key.clone(),
+                std::mem::take(&mut self.owner),
+                self.token,
+            );
+            runtime.spawn(async move {
+                let _ = store.release(&key, &owner, token).await;
+            });
+        }
+    }
+}
+
 /// A fresh owner token: who holds a lease, unique per holding attempt.
 pub(crate) fn owner() -> String {
     format!("{:032x}", fastrand::u128(..))
