@@ -404,6 +404,8 @@ impl Cache {
     /// The value under `key`, shared: as [`get`](Cache::get), but an `Arc<T>`, so that hits
     /// from the in-process tier decode a value once and then only clone a pointer (a `get` of
     /// a tier hit decodes the stored MessagePack every time). The fastest read of a hot key.
+    /// The decoded value lives as long as the kept entry; the tier's byte bound counts the
+    /// stored form only.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
