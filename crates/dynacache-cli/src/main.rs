@@ -103,6 +103,19 @@ fn main() {
     // The proxy uses every core (or `TOKIO_WORKER_THREADS`); other commands need two threads.
     if !matches!(cli.command, Command::Serve(_)) {
         builder.worker_threads(2);
+    } else if let Ok(threads) = std::env::var("TOKIO_WORKER_THREADS") {
+        // Checked here: tokio panics on a value that is not a positive integer.
+        match threads.trim().parse::<usize>() {
+            Ok(n) if n > 0 => {
+                builder.worker_threads(n);
+            }
+            _ => {
+                eprintln!(
+                    "error: TOKIO_WORKER_THREADS must be a positive number of threads, not {threads:?}"
+                );
+                std::process::exit(2);
+            }
+        }
     }
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,

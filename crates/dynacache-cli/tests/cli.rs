@@ -886,6 +886,30 @@ fn unreachable_endpoint_is_explained() {
 }
 
 #[test]
+fn a_bad_thread_count_for_serve_is_an_error_not_a_panic() {
+    for bad in ["0", "many", "-1"] {
+        let out = bare_cmd()
+            .env("TOKIO_WORKER_THREADS", bad)
+            .args([
+                "serve",
+                "--origin",
+                "http://127.0.0.1:9",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("TOKIO_WORKER_THREADS must be a positive number"),
+            "{err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
 fn missing_credentials_are_explained() {
     let home = tempfile::tempdir().unwrap();
     let out = bare_cmd()
