@@ -112,7 +112,7 @@ pub(crate) struct Tier<K, V> {
 }
 
 /// When a read from the table started, as far as the tier's coherence goes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ReadStart(u64);
 
 impl<K, V> std::fmt::Debug for Tier<K, V> {

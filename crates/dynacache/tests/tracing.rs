@@ -100,3 +100,42 @@ async fn cache_operations_and_their_dynamodb_calls_are_spans() {
         "{seen:?}"
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn concurrent_tier_misses_of_one_key_share_one_read() {
+    // With the in-process tier, 64 callers missing it for one key at once make one GetItem;
+    // after this process writes the key, a new read is made (never a result read before it).
+    let spans = Spans::default();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(spans.clone()));
+    let table = common::table(common::Engine::Embedded).await.unwrap();
+    let cache = Cache::builder()
+        .in_process(dynacache::InProcessTier::new(16 << 20))
+        .build(table.clone())
+        .unwrap();
+    let writer = Cache::new(table).unwrap();
+    writer.set("hot", &1).await.unwrap();
+    let reads_of = |seen: &[Seen]| {
+        seen.iter()
+            .filter(|(n, p)| n == "dynacache.storage" && p.as_deref() == Some("dynacache.kv.get"))
+            .count()
+    };
+    spans.take();
+    let all = futures::future::join_all((0..64).map(|_| cache.get::<i32>("hot"))).await;
+    assert!(all.iter().all(|v| matches!(v, Ok(Some(1)))), "{all:?}");
+    assert_eq!(
+        reads_of(&spans.take()),
+        1,
+        "one GetItem for 64 concurrent misses"
+    );
+
+    // Misses of a key nobody stored are shared too.
+    let all = futures::future::join_all((0..8).map(|_| cache.get::<i32>("absent"))).await;
+    assert!(all.iter().all(|v| matches!(v, Ok(None))), "{all:?}");
+    assert_eq!(reads_of(&spans.take()), 1);
+
+    // This process's own write is seen by every read after it.
+    cache.set("hot", &2).await.unwrap();
+    let all = futures::future::join_all((0..8).map(|_| cache.get::<i32>("hot"))).await;
+    assert!(all.iter().all(|v| matches!(v, Ok(Some(2)))), "{all:?}");
+}

@@ -6,7 +6,7 @@ mod lifetime;
 mod namespace;
 pub(crate) mod read_through;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -245,6 +245,7 @@ impl CacheBuilder {
                 secret_keys: self.secret_keys,
                 tier: self.tier.map(|t| Tier::new(t, self.clock, "kv")),
                 flights: crate::coalesce::Coalescer::default(),
+                reads: Mutex::default(),
                 refreshing: Mutex::new(HashSet::new()),
                 fleet: self.fleet,
                 fail_safe: self.fail_safe,
@@ -288,11 +289,44 @@ struct CacheInner {
     tier: Option<Tier<String, Kept>>,
     /// Read-through computations under way in this process.
     flights: crate::coalesce::Coalescer<Kept>,
+    /// Table reads under way in this process, with the in-process tier on: concurrent misses
+    /// of the tier for one key share one GetItem.
+    reads: Mutex<HashMap<String, Reading>>,
     /// Keys being refreshed ahead of expiry in this process.
     refreshing: Mutex<HashSet<String>>,
     fleet: Option<FleetSingleFlight>,
     fail_safe: Option<Duration>,
     refresh_ahead: Option<f64>,
+}
+
+/// A table read under way (see `Cache::lookup`): when it started, and where its result goes
+/// (`None` until it is in; a dropped sender means it failed or was cancelled).
+#[derive(Debug)]
+struct Reading {
+    start: ReadStart,
+    id: u64,
+    done: tokio::sync::watch::Receiver<Option<Option<Arc<Kept>>>>,
+}
+
+/// Ends a read's registration when the read ends, however it ends.
+struct EndReading<'a> {
+    cache: &'a Cache,
+    pk: &'a str,
+    id: u64,
+}
+
+impl Drop for EndReading<'_> {
+    fn drop(&mut self) {
+        let mut reads = self
+            .cache
+            .inner
+            .reads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if reads.get(self.pk).is_some_and(|r| r.id == self.id) {
+            reads.remove(self.pk);
+        }
+    }
 }
 
 /// A value as the in-process tier keeps it (and read-through shares it): decoded as far as it
@@ -382,13 +416,72 @@ impl Cache {
     }
 
     /// The kept value under `key`: from the in-process tier, else read from the table (and
-    /// kept), counting the hit or miss.
+    /// kept), counting the hit or miss. With the tier on, callers that miss it for one key while
+    /// a read of that key is under way, with no write by this process since that read started,
+    /// share its result instead of reading again (so a hot key's expiry from the tier costs one
+    /// GetItem, not one per concurrent caller). If that read fails, each reads for itself.
     async fn lookup(&self, key: &StoredKey) -> Result<Option<Arc<Kept>>> {
         if let Some(kept) = self.kept(key) {
             crate::metrics::hit("kv", "memory");
             return Ok(Some(kept));
         }
-        let read = self.read_start();
+        let Some(read) = self.read_start() else {
+            return self.read_table(key, None).await;
+        };
+        let joined = {
+            let mut reads = self.inner.reads.lock().unwrap_or_else(|p| p.into_inner());
+            match reads.get(&key.pk) {
+                Some(r) if r.start == read => Err(r.done.clone()),
+                _ => {
+                    let (tx, rx) = tokio::sync::watch::channel(None);
+                    let id = fastrand::u64(..);
+                    reads.insert(
+                        key.pk.clone(),
+                        Reading {
+                            start: read,
+                            id,
+                            done: rx,
+                        },
+                    );
+                    Ok((tx, id))
+                }
+            }
+        };
+        match joined {
+            Err(mut done) => {
+                if let Ok(shared) = done.wait_for(Option::is_some).await
+                    && let Some(found) = shared.clone()
+                {
+                    crate::metrics::coalesced("kv", "local");
+                    match &found {
+                        Some(_) => crate::metrics::hit("kv", "table"),
+                        None => crate::metrics::miss("kv"),
+                    }
+                    return Ok(found);
+                }
+                self.read_table(key, Some(read)).await
+            }
+            Ok((tx, id)) => {
+                let _end = EndReading {
+                    cache: self,
+                    pk: &key.pk,
+                    id,
+                };
+                let out = self.read_table(key, Some(read)).await;
+                if let Ok(found) = &out {
+                    let _ = tx.send(Some(found.clone()));
+                }
+                out
+            }
+        }
+    }
+
+    /// Reads `key` from the table and keeps what it finds.
+    async fn read_table(
+        &self,
+        key: &StoredKey,
+        read: Option<ReadStart>,
+    ) -> Result<Option<Arc<Kept>>> {
         match self.store().get(key, false).await? {
             Some(entry) => {
                 crate::metrics::hit("kv", "table");
