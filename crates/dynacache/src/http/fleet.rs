@@ -80,23 +80,21 @@ impl HttpCache {
             };
             match attempt {
                 Ok(Some(holding)) if !waited => {
+                    let lease = HeldLease::new(store.clone(), lease_key, owner, holding.token);
                     // Another process may have stored the response and released the lease
                     // since this request looked: serve it rather than fetch it again.
                     if let Some(landed) = self.landed(incoming, lookup).await {
-                        let _ = store.release(&lease_key, &owner, holding.token).await;
+                        lease.release().await;
                         return landed;
                     }
-                    return FleetTurn::Fetch(Some(HeldLease::new(
-                        store.clone(),
-                        lease_key,
-                        owner,
-                        holding.token,
-                    )));
+                    return FleetTurn::Fetch(Some(lease));
                 }
                 Ok(Some(holding)) => {
                     // The leader is done and nothing fresh landed: every waiting process goes
                     // ahead, at once.
-                    let _ = store.release(&lease_key, &owner, holding.token).await;
+                    HeldLease::new(store.clone(), lease_key, owner, holding.token)
+                        .release()
+                        .await;
                     return FleetTurn::Fetch(None);
                 }
                 Ok(None) => {}

@@ -308,6 +308,20 @@ struct Reading {
     done: tokio::sync::watch::Receiver<Option<Option<Arc<Kept>>>>,
 }
 
+/// Drops keys from the tier when a write ends, however it ends.
+struct InvalidateAfter<'a> {
+    tier: &'a Tier<String, Kept>,
+    pks: Vec<String>,
+}
+
+impl Drop for InvalidateAfter<'_> {
+    fn drop(&mut self) {
+        for pk in &self.pks {
+            self.tier.invalidate(pk);
+        }
+    }
+}
+
 /// Ends a read's registration when the read ends, however it ends.
 struct EndReading<'a> {
     cache: &'a Cache,
@@ -618,14 +632,13 @@ impl Cache {
         let Some(tier) = &self.inner.tier else {
             return write.await;
         };
-        for key in keys.clone() {
-            tier.invalidate(&key.pk);
+        let pks: Vec<String> = keys.into_iter().map(|k| k.pk.clone()).collect();
+        for pk in &pks {
+            tier.invalidate(pk);
         }
-        let out = write.await;
-        for key in keys {
-            tier.invalidate(&key.pk);
-        }
-        out
+        // Again when the write ends, also if it is cancelled midway (it may have landed).
+        let _after = InvalidateAfter { tier, pks };
+        write.await
     }
 
     /// The values under several keys, in the order of the keys (`None` for missing or expired),
@@ -980,7 +993,13 @@ impl Cache {
         if let Some(tier) = &self.inner.tier {
             tier.clear();
         }
-        self.store().clear().await
+        let cleared = self.store().clear().await;
+        // Again after: a read that started while the table was cleared is neither kept nor
+        // shared with a read that starts after it.
+        if let Some(tier) = &self.inner.tier {
+            tier.clear();
+        }
+        cleared
     }
 
     /// Reads every item of this namespace (a full scan, to the last page) and adds up what it

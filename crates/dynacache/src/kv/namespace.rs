@@ -126,6 +126,11 @@ impl Cache {
             }
             true
         };
-        self.store().copy_to(target.store(), resign, progress).await
+        let copied = self.store().copy_to(target.store(), resign, progress).await;
+        // Again after: a read of the target that overlapped the copy is not kept.
+        if let Some(tier) = &target.inner.tier {
+            tier.clear();
+        }
+        copied
     }
 }

@@ -443,21 +443,15 @@ impl Cache {
             match attempt {
                 None => {}
                 Some(Ok(Some(holding))) => {
+                    let lease =
+                        HeldLease::new(self.store().clone(), lease_key, owner, holding.token);
                     // Another process may have stored the value and released the lease since
                     // this caller looked: use it rather than compute it again.
                     if let Some(kept) = self.landed_since(key, seen).await {
-                        let _ = self
-                            .store()
-                            .release(&lease_key, &owner, holding.token)
-                            .await;
+                        lease.release().await;
                         return FleetTurn::Landed(kept);
                     }
-                    return FleetTurn::Compute(Some(HeldLease::new(
-                        self.store().clone(),
-                        lease_key,
-                        owner,
-                        holding.token,
-                    )));
+                    return FleetTurn::Compute(Some(lease));
                 }
                 Some(Ok(None)) => held = true,
                 // The lease cannot be read: compute rather than wait on a failing table.

@@ -53,8 +53,10 @@ impl HeldLease {
 
     /// Ends the holding.
     pub(crate) async fn release(mut self) {
-        self.released = true;
         let _ = self.store.release(&self.key, &self.owner, self.token).await;
+        // Only now: if this is cancelled midway, dropping it releases in the background (a
+        // second release of the same holding changes nothing).
+        self.released = true;
     }
 }
 
