@@ -18,6 +18,9 @@
 //! The other processes are this binary run again with `DYNACACHE_FLEET_ROLE` set; they reach
 //! the embedded engine through the loopback endpoint it listens on (`Table::local_endpoint`).
 
+mod common;
+use common::cpu_time;
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, Write};
 use std::process::{Command, Stdio};
@@ -45,23 +48,6 @@ const NAMESPACE: &str = "fleet";
 const HOT_KEY: &str = "hot";
 
 // ----- measuring ------------------------------------------------------------------------------
-
-/// Process CPU time (user + system), from /proc/self/stat (10 ms ticks).
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // Fields 14 and 15 of the file (utime, stime) are 11 and 12 after the command name.
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
-}
 
 /// This thread's CPU time in nanoseconds, from /proc/thread-self/schedstat (exact, unlike the
 /// 10 ms ticks of /proc/self/stat).

@@ -2,28 +2,14 @@
 //! the same run, on each engine; and the client CPU time per hit. Reproduce with
 //! `scripts/bench` (both engines) or `cargo bench -p dynacache --bench http` (embedded only).
 
+mod common;
+use common::cpu_time;
+
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use dynacache::Table;
 use dynacache::http::{CacheFactsExt, CachedClient, HttpCache};
-
-/// Process CPU time (user + system), from /proc/self/stat.
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // Fields 14 and 15 of the file (utime, stime) are 11 and 12 after the command name.
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
-}
 
 async fn origin() -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -143,14 +143,7 @@ impl HttpCacheBuilder {
     /// # Ok(()) }
     /// ```
     pub fn tag_fields<N: AsRef<str>>(mut self, names: impl IntoIterator<Item = N>) -> Result<Self> {
-        self.settings.tag_fields = names
-            .into_iter()
-            .map(|n| {
-                http::HeaderName::from_bytes(n.as_ref().as_bytes()).map_err(|_| {
-                    crate::Error::config(format!("{:?} is not a header name", n.as_ref()))
-                })
-            })
-            .collect::<Result<_>>()?;
+        self.settings.tag_fields = header_names(names)?;
         Ok(self)
     }
 
@@ -171,14 +164,7 @@ impl HttpCacheBuilder {
         mut self,
         names: impl IntoIterator<Item = N>,
     ) -> Result<Self> {
-        self.settings.targeted_fields = names
-            .into_iter()
-            .map(|n| {
-                http::HeaderName::from_bytes(n.as_ref().as_bytes()).map_err(|_| {
-                    crate::Error::config(format!("{:?} is not a header name", n.as_ref()))
-                })
-            })
-            .collect::<Result<_>>()?;
+        self.settings.targeted_fields = header_names(names)?;
         Ok(self)
     }
 
@@ -631,4 +617,17 @@ impl HttpCacheBuilder {
             }),
         })
     }
+}
+
+/// Header names from strings; a string that is not one is a configuration error.
+fn header_names<N: AsRef<str>>(
+    names: impl IntoIterator<Item = N>,
+) -> Result<Vec<http::HeaderName>> {
+    names
+        .into_iter()
+        .map(|n| {
+            http::HeaderName::from_bytes(n.as_ref().as_bytes())
+                .map_err(|_| crate::Error::config(format!("{:?} is not a header name", n.as_ref())))
+        })
+        .collect()
 }

@@ -31,11 +31,8 @@ pub(super) enum FleetTurn {
         shared: Arc<Shared>,
     },
     /// Fetch, holding the lease when one was taken (release it after storing).
-    Fetch(Option<Holding>),
+    Fetch(Option<HeldLease>),
 }
-
-/// A lease held for a fetch (released in the background if the fetch is cancelled).
-pub(super) type Holding = HeldLease;
 
 impl HttpCache {
     /// Waits for another process's fetch of this miss, or takes the turn to fetch.
@@ -154,7 +151,7 @@ impl HttpCache {
     }
 
     /// Ends a holding taken for a fetch (its expiry would, later).
-    pub(super) async fn end_fleet_turn(&self, holding: Option<Holding>) {
+    pub(super) async fn end_fleet_turn(&self, holding: Option<HeldLease>) {
         if let Some(h) = holding {
             h.release().await;
         }
