@@ -14,6 +14,19 @@ resource "aws_dynamodb_table" "cache" {
     type = "S"
   }
 
+  attribute {
+    name = "mi"
+    type = "S"
+  }
+
+  # The metadata index: listing, counting and purging a namespace read it, not the table.
+  global_secondary_index {
+    name               = "meta"
+    hash_key           = "mi"
+    projection_type    = "INCLUDE"
+    non_key_attributes = ["e", "k", "kind", "method", "url", "status", "size", "received"]
+  }
+
   ttl {
     attribute_name = "ttl"
     enabled        = true

@@ -8,6 +8,8 @@
 //! and no other's. The policy grants the item actions on the table under a
 //! `ForAllValues:StringLike` condition on `dynamodb:LeadingKeys` with those patterns (and a `Null`
 //! condition, so that a request without a partition key is not allowed by an empty "for all").
+//! `dynamodb:Query` on the metadata index (`table/NAME/index/meta`) is granted under the same
+//! condition: the index's partition key is `{ns}#{shard}`, which `{ns}#*` matches.
 //! `dynamodb:Scan` has no partition key to check: it is granted only on request, on the whole
 //! table, in a statement of its own.
 
@@ -200,6 +202,18 @@ pub fn policy(req: &Request<'_>) -> Result<Printed, CliError> {
             "Null": { "dynamodb:LeadingKeys": "false" },
         })),
     }];
+    // Listing, counting and purging a namespace read its partitions of the metadata index:
+    // `{ns}#{shard}`, which `NS#*` matches (on an index, LeadingKeys is the index's key).
+    statement.push(Statement {
+        sid: "DynacacheMetadataIndexOfItsNamespaces",
+        effect: "Allow",
+        action: vec!["dynamodb:Query"],
+        resource: format!("{resource}/index/{}", dynacache::META_INDEX),
+        condition: Some(json!({
+            "ForAllValues:StringLike": { "dynamodb:LeadingKeys": leading_keys },
+            "Null": { "dynamodb:LeadingKeys": "false" },
+        })),
+    });
     if req.allow_scan {
         statement.push(Statement {
             sid: "DynacacheScanOfTheWholeTable",
@@ -223,7 +237,8 @@ pub fn policy(req: &Request<'_>) -> Result<Printed, CliError> {
         .join(", ");
     let mut notes = vec![format!(
         "IAM policy for table {:?}: GetItem, PutItem, UpdateItem, DeleteItem, BatchGetItem and \
-         BatchWriteItem on the items of namespace(s) {listed} only (dynamodb:LeadingKeys).",
+         BatchWriteItem on the items of namespace(s) {listed} only, and Query on their \
+         partitions of the metadata index (dynamodb:LeadingKeys).",
         req.table
     )];
     if req.allow_scan {
@@ -236,8 +251,10 @@ pub fn policy(req: &Request<'_>) -> Result<Printed, CliError> {
     } else {
         notes.push(
             "dynamodb:Scan is not granted (it cannot be confined to a namespace): listing, \
-             counting, clear, purge, stats and vacuum (`ls`, `stats`, `purge`, `clear`, \
-             `kv ls`, `demo`) are refused; --allow-scan grants it, on the whole table."
+             clear, stats and vacuum (`stats`, `clear`, `demo`) are refused; --allow-scan \
+             grants it, on the whole table. Listing, counting and purging (`ls`, `kv ls`, \
+             `purge`) read the metadata index (dynamodb:Query, granted) once the namespace is \
+             marked as indexed: run `dynacache table index` with its --namespace."
                 .to_owned(),
         );
     }

@@ -1,4 +1,4 @@
-//! `dynacache table create|describe|validate|delete|template`.
+//! `dynacache table create|describe|validate|index|delete|template`.
 
 use clap::{Subcommand, ValueEnum};
 use dynacache::Table;
@@ -21,7 +21,8 @@ pub enum Format {
 
 #[derive(Debug, Subcommand)]
 pub enum TableCommand {
-    /// Create the table (on-demand billing, TTL enabled) if it does not exist.
+    /// Create the table (on-demand billing, TTL enabled, the metadata index) if it does not
+    /// exist.
     #[command(
         after_help = "Example:\n  dynacache --aws --region eu-west-1 --table my_cache table create"
     )]
@@ -32,6 +33,19 @@ pub enum TableCommand {
     /// Check that the table has the schema and TTL setting dynacache expects.
     #[command(after_help = "Example:\n  dynacache --table prod_cache table validate")]
     Validate,
+    /// Give an existing table the metadata index, so that listing, counting and purging a
+    /// namespace read only its metadata: adds the index if the table lacks it (and waits until
+    /// it is built), gives every entry written before it its index attribute (one scan of the
+    /// whole table), and marks the table and its namespaces (the ones in it, and
+    /// `--namespace`/`--kv-namespace`) as indexed. Run it once every writer runs this version;
+    /// running it again is harmless.
+    #[command(
+        after_help = "Example:\n  dynacache --table prod_cache table index\n\n\
+Tables created by this version have the index from the start. A tenant restricted to its own \
+namespaces (`table template --format iam`) reads its namespace's marker: run this with its \
+--namespace/--kv-namespace after creating the table. See docs/metadata-index.md."
+    )]
+    Index,
     /// Delete the table and everything in it.
     #[command(after_help = "Example:\n  dynacache --table old_cache table delete --yes")]
     Delete {
@@ -104,6 +118,40 @@ pub async fn run(conn: &Connection, out: &Output, cmd: TableCommand) -> Result<(
                 println!(
                     "table {:?} has the expected schema and TTL setting",
                     table.name()
+                );
+            }
+            Ok(())
+        }
+        TableCommand::Index => {
+            let table = conn.table(Creates::AsIs).await?;
+            let bar = out.progress("adding the index (DynamoDB builds it from the table)");
+            table
+                .add_meta_index()
+                .await
+                .map_err(|e| CliError::storage(e, conn))?;
+            bar.finish_and_clear();
+            let bar = out.progress("indexing entries written before the index");
+            let named = [conn.namespace.as_str(), conn.kv_namespace.as_str()];
+            let done = table
+                .reindex(&named)
+                .await
+                .map_err(|e| CliError::storage(e, conn))?;
+            bar.finish_and_clear();
+            if out.json {
+                out.json_line(&json!({
+                    "table": table.name(),
+                    "scanned": done.scanned,
+                    "indexed": done.indexed,
+                    "namespaces": done.namespaces,
+                }));
+            } else {
+                println!(
+                    "table {:?}: {} items read, {} entries indexed; namespaces marked as \
+                     indexed: {}",
+                    table.name(),
+                    done.scanned,
+                    done.indexed,
+                    done.namespaces.join(", ")
                 );
             }
             Ok(())
@@ -202,6 +250,7 @@ async fn describe(conn: &Connection, out: &Output, table: &Table) -> Result<(), 
             "billing_mode": d.billing_mode,
             "approximate_item_count": d.approximate_item_count,
             "approximate_size_bytes": d.approximate_size_bytes,
+            "indexes": d.indexes.iter().map(|(n, s)| json!({"name": n, "status": s})).collect::<Vec<_>>(),
         }));
         return Ok(());
     }
@@ -216,6 +265,14 @@ async fn describe(conn: &Connection, out: &Output, table: &Table) -> Result<(), 
         d.ttl_attribute.as_deref().unwrap_or("")
     );
     println!("billing:      {}", d.billing_mode);
+    match d
+        .indexes
+        .iter()
+        .find(|(name, _)| name == dynacache::META_INDEX)
+    {
+        Some((_, status)) => println!("meta index:   {status} (listings read it)"),
+        None => println!("meta index:   none (listings scan; `dynacache table index` adds it)"),
+    }
     println!(
         "items:        about {} ({} bytes; DynamoDB refreshes these about every six hours)",
         d.approximate_item_count, d.approximate_size_bytes
@@ -248,9 +305,20 @@ Resources:
       AttributeDefinitions:
         - AttributeName: {key}
           AttributeType: S
+        - AttributeName: {mi}
+          AttributeType: S
       KeySchema:
         - AttributeName: {key}
           KeyType: HASH
+      # The metadata index: listing, counting and purging a namespace read it, not the table.
+      GlobalSecondaryIndexes:
+        - IndexName: {index}
+          KeySchema:
+            - AttributeName: {mi}
+              KeyType: HASH
+          Projection:
+            ProjectionType: INCLUDE
+            NonKeyAttributes: [{projected}]
       TimeToLiveSpecification:
         AttributeName: {ttl}
         Enabled: true
@@ -262,7 +330,10 @@ Outputs:
 "#,
         table = s.table,
         key = s.key,
-        ttl = s.ttl
+        ttl = s.ttl,
+        mi = dynacache::META_ATTRIBUTE,
+        index = dynacache::META_INDEX,
+        projected = dynacache::META_PROJECTED.join(", "),
     )
 }
 
@@ -284,6 +355,19 @@ resource "aws_dynamodb_table" "cache" {{
     type = "S"
   }}
 
+  attribute {{
+    name = "{mi}"
+    type = "S"
+  }}
+
+  # The metadata index: listing, counting and purging a namespace read it, not the table.
+  global_secondary_index {{
+    name               = "{index}"
+    hash_key           = "{mi}"
+    projection_type    = "INCLUDE"
+    non_key_attributes = [{projected}]
+  }}
+
   ttl {{
     attribute_name = "{ttl}"
     enabled        = true
@@ -300,6 +384,13 @@ output "table_arn" {{
 "#,
         table = s.table,
         key = s.key,
-        ttl = s.ttl
+        ttl = s.ttl,
+        mi = dynacache::META_ATTRIBUTE,
+        index = dynacache::META_INDEX,
+        projected = dynacache::META_PROJECTED
+            .iter()
+            .map(|a| format!("{a:?}"))
+            .collect::<Vec<_>>()
+            .join(", "),
     )
 }

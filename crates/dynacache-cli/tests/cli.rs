@@ -769,6 +769,7 @@ struct TemplateFacts {
     ttl_attribute: String,
     ttl_enabled: bool,
     default_table: String,
+    meta_index: bool,
 }
 
 fn value_after<'a>(text: &'a str, label: &str) -> &'a str {
@@ -796,6 +797,7 @@ fn cloudformation_facts(t: &str) -> TemplateFacts {
         ttl_attribute: value_after(ttl, "AttributeName:").into(),
         ttl_enabled: value_after(ttl, "Enabled:") == "true",
         default_table: value_after(&t[t.find("TableName:").unwrap()..], "Default:").into(),
+        meta_index: t.contains("- IndexName: meta\n"),
     }
 }
 
@@ -815,6 +817,7 @@ fn terraform_facts(t: &str) -> TemplateFacts {
         ttl_attribute: value_after(ttl, "attribute_name =").into(),
         ttl_enabled: value_after(ttl, "enabled        =") == "true",
         default_table: value_after(t, "default =").into(),
+        meta_index: t.contains("name               = \"meta\"\n"),
     }
 }
 
@@ -836,7 +839,13 @@ fn templates_match_created_table(place: &Place) {
         ttl_attribute: d["ttl_attribute"].as_str().unwrap().into(),
         ttl_enabled: d["ttl_status"] == "ENABLED",
         default_table: place.table.clone(),
+        meta_index: d["indexes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["name"] == "meta"),
     };
+    assert!(created.meta_index, "{d}");
     assert_eq!(d["key_schema"].as_array().unwrap().len(), 1, "{d}");
     // ... is the table both templates describe.
     let cf = place.ok(&["table", "template", "--format", "cloudformation"]);
@@ -1253,7 +1262,15 @@ fn iam_policy_document_has_the_item_actions_confined_to_the_namespaces() {
     let (policy, notes) = iam_policy(&["table", "template", "--format", "iam"]);
     assert_eq!(policy["Version"], "2012-10-17");
     let statements = policy["Statement"].as_array().unwrap();
-    assert_eq!(statements.len(), 1, "no Scan unless asked: {policy}");
+    assert_eq!(statements.len(), 2, "no Scan unless asked: {policy}");
+    // Query on the metadata index, confined to the namespaces' index partitions alike.
+    let index = &statements[1];
+    assert_eq!(index["Action"], serde_json::json!(["dynamodb:Query"]));
+    assert_eq!(
+        index["Resource"],
+        "arn:aws:dynamodb:${Region}:${AccountId}:table/dynacache/index/meta"
+    );
+    assert_eq!(index["Condition"], statements[0]["Condition"]);
     let items = &statements[0];
     assert_eq!(items["Effect"], "Allow");
     assert_eq!(items["Action"], serde_json::json!(ITEM_ACTIONS));
@@ -1311,7 +1328,11 @@ fn iam_policy_document_has_the_item_actions_confined_to_the_namespaces() {
             "acme/kv~*"
         ]
     );
-    let scan = &policy["Statement"][1];
+    assert_eq!(
+        policy["Statement"][1]["Resource"],
+        format!("{arn}/index/meta")
+    );
+    let scan = &policy["Statement"][2];
     assert_eq!(scan["Effect"], "Allow");
     assert_eq!(scan["Action"], serde_json::json!(["dynamodb:Scan"]));
     assert_eq!(scan["Resource"], arn);
@@ -1725,6 +1746,19 @@ fn request_leading_keys(action: &str, body: &Value, key_attr: &str) -> Vec<Strin
             keys.extend(key_of(&body["Key"]))
         }
         "dynamodb:PutItem" => keys.extend(key_of(&body["Item"])),
+        // The values the key condition compares the (index's) partition key with.
+        "dynamodb:Query" => {
+            let condition = body["KeyConditionExpression"].as_str().unwrap_or("");
+            for (placeholder, value) in body["ExpressionAttributeValues"]
+                .as_object()
+                .into_iter()
+                .flatten()
+            {
+                if condition.contains(placeholder.as_str()) {
+                    keys.extend(value["S"].as_str().map(str::to_owned));
+                }
+            }
+        }
         "dynamodb:BatchGetItem" => {
             for table in body["RequestItems"].as_object().into_iter().flatten() {
                 for k in table.1["Keys"].as_array().into_iter().flatten() {
@@ -1812,10 +1846,13 @@ fn start_iam_stand_in(backend: String, key_attr: &'static str) -> IamStandIn {
                     .unwrap_or("");
                 let action = format!("dynamodb:{}", target.rsplit('.').next().unwrap_or(""));
                 let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                let resource = format!(
+                let mut resource = format!(
                     "arn:aws:dynamodb:{STAND_IN_REGION}:{STAND_IN_ACCOUNT}:table/{}",
                     request_table(&request).unwrap_or_default()
                 );
+                if let Some(index) = request["IndexName"].as_str() {
+                    resource = format!("{resource}/index/{index}");
+                }
                 let leading_keys = request_leading_keys(&action, &request, key_attr);
                 let allowed = {
                     let policy = policy.lock().unwrap();
@@ -1923,7 +1960,7 @@ fn iam_enforced_workload(place: &Place) {
         ])
         .assert()
         .success();
-    let stand_in = start_iam_stand_in(backend, "key");
+    let stand_in = start_iam_stand_in(backend.clone(), "key");
     let (origin, _) = start_origin();
     let policy_for = |extra: &[&str]| -> Value {
         let mut args = vec![
@@ -1976,19 +2013,60 @@ fn iam_enforced_workload(place: &Place) {
     );
     assert!(calls.iter().all(|c| !c.leading_keys.is_empty()));
 
-    // Scan is refused: listing, counting, clearing, purging, the demo (it clears its namespace).
-    for args in [
+    // Scan is refused: listing, counting, clearing, purging, the demo (it clears its namespace),
+    // while the tenant's namespaces are not marked as indexed (the table's own marker is
+    // beyond the tenant's keys).
+    let listings = [
         &["--kv-namespace", TENANT_KV, "kv", "ls"][..],
         &["--namespace", TENANT_HTTP, "ls"],
-        &["--namespace", TENANT_HTTP, "stats"],
         &["--namespace", TENANT_HTTP, "purge", "--expired"],
+    ];
+    let maintenance = [
+        &["--namespace", TENANT_HTTP, "stats"][..],
         &["--namespace", TENANT_HTTP, "clear", "--yes"],
         &["demo", "--demo-namespace", TENANT_HTTP, "--passes", "1"],
-    ] {
+    ];
+    for args in listings.iter().chain(&maintenance) {
+        let mut all = tenant_flags.to_vec();
+        all.extend(*args);
+        let err = through.fails(&all, 4);
+        assert!(err.contains("access denied"), "{args:?}: {err}");
+        assert!(err.contains("dynamodb:Scan"), "{args:?}: {err}");
+    }
+    // Once an administrator marks them, the tenant's listings read its index partitions.
+    let admin = Place {
+        engine: Engine::Local(backend),
+        table: place.table.clone(),
+    };
+    admin.ok(&[
+        "--namespace",
+        TENANT_HTTP,
+        "--kv-namespace",
+        TENANT_KV,
+        "table",
+        "index",
+    ]);
+    stand_in.take_calls();
+    let listed = through.ok(&["--assume-exists", "--kv-namespace", TENANT_KV, "kv", "ls"]);
+    for key in ["short", "counter", "big", "once", "m1"] {
+        assert!(listed.lines().any(|l| l == key), "{key} not in:\n{listed}");
+    }
+    through.ok(&["--assume-exists", "--namespace", TENANT_HTTP, "ls"]);
+    through.ok(&[
+        "--assume-exists",
+        "--namespace",
+        TENANT_HTTP,
+        "purge",
+        "--expired",
+    ]);
+    let calls = stand_in.take_calls();
+    assert!(calls.iter().all(|c| c.allowed), "{calls:?}");
+    assert!(calls.iter().any(|c| c.action == "dynamodb:Query"));
+    assert!(calls.iter().all(|c| c.action != "dynamodb:Scan"));
+    for args in maintenance {
         let mut all = tenant_flags.to_vec();
         all.extend(args);
         let err = through.fails(&all, 4);
-        assert!(err.contains("access denied"), "{args:?}: {err}");
         assert!(err.contains("dynamodb:Scan"), "{args:?}: {err}");
     }
     // Another namespace's items are refused, through the CLI and the library.

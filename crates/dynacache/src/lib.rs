@@ -79,6 +79,7 @@ pub use store::{CopyProgress, Key, MAX_KEY_LEN, StorageStats};
 pub use table::{
     BreakerState, CircuitBreaker, ConsumedCapacity, DEFAULT_ATTEMPT_TIMEOUT,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_OPERATION_TIMEOUT, DEFAULT_TABLE, Engine, MAX_ITEM_BYTES,
-    MAX_KEY_BYTES, StorageHealth, Table, TableBuilder, TableDescription, TablePolicy,
+    MAX_KEY_BYTES, META_ATTRIBUTE, META_INDEX, META_PROJECTED, META_SHARDS, Reindexed,
+    StorageHealth, Table, TableBuilder, TableDescription, TablePolicy,
 };
 pub use tier::{InProcessTier, InProcessUsage};

@@ -662,9 +662,9 @@ mod suite {
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            // The background refresh lands (bounded wait, not a measurement).
+            // The background refresh lands and is stored (bounded wait, not a measurement).
             for _ in 0..100 {
-                if e.origin.count(path) > 1 || !on {
+                if (e.origin.count(path) > 1 && e.client.cache().stats().stored > 1) || !on {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;

@@ -52,12 +52,7 @@ pub(crate) fn tags_of(headers: &HeaderMap, fields: &[HeaderName]) -> Vec<String>
 
 /// The shard of a key: FNV-1a, stable across processes and versions.
 fn shard_of(key: &str) -> u32 {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in key.bytes() {
-        h ^= b as u32;
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    h % SHARDS
+    crate::table::index::fnv1a(key) % SHARDS
 }
 
 impl HttpCache {

@@ -45,6 +45,7 @@ impl Store {
     ) -> Result<CopyProgress> {
         let mut done = CopyProgress::default();
         let ns = self.namespace();
+        let marker = crate::table::index::namespace_marker(ns);
         let passes = [
             vec![chunk_prefix(ns)],
             entry_prefixes(ns),
@@ -65,6 +66,10 @@ impl Store {
                 let batch: Vec<Item> = batch
                     .into_iter()
                     .filter_map(|(old_pk, mut item)| {
+                        // The index marker says what the source's heads carry, not the target's.
+                        if old_pk == marker {
+                            return None;
+                        }
                         let new_pk = get_s(&item, target.table().key_attribute())?.to_owned();
                         (!entries || rewrite(&old_pk, &new_pk, &mut item)).then_some(item)
                     })
@@ -98,7 +103,13 @@ impl Store {
         let mut old_pk = String::new();
         if let Some(pk) = item.remove(from.key_attribute()) {
             old_pk = pk.as_s().cloned().unwrap_or_default();
-            item.insert(to.key_attribute().to_owned(), s(rename(&old_pk)));
+            let new_pk = rename(&old_pk);
+            // An entry head is indexed under its new namespace's shard.
+            match crate::table::index::meta_value(&new_pk) {
+                Some(mi) => item.insert(crate::table::META_ATTRIBUTE.to_owned(), s(mi)),
+                None => item.remove(crate::table::META_ATTRIBUTE),
+            };
+            item.insert(to.key_attribute().to_owned(), s(new_pk));
         }
         if let Some(ttl) = item.remove(from.ttl_attribute()) {
             item.insert(to.ttl_attribute().to_owned(), ttl);

@@ -46,6 +46,12 @@ impl Store {
                 .value(":e", n(exp))
                 .value(":t", n(self.ttl_seconds(exp)));
         }
+        if let Some(mi) = crate::table::index::meta_value(&key.pk) {
+            sets.push("#mi = :mi");
+            update = update
+                .name("#mi", crate::table::META_ATTRIBUTE)
+                .value(":mi", crate::table::item::s(mi));
+        }
         if let Some(original) = &key.original {
             sets.push("#o = :o");
             update = update

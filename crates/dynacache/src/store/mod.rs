@@ -248,6 +248,9 @@ impl Store {
         let t = &self.inner.table;
         let mut item = Item::with_capacity(8);
         item.insert(t.key_attribute().to_owned(), s(key.pk.clone()));
+        if let Some(mi) = crate::table::index::meta_value(&key.pk) {
+            item.insert(crate::table::META_ATTRIBUTE.into(), s(mi));
+        }
         if let Some(original) = &key.original {
             item.insert(item::ORIGINAL_KEY.into(), b(original.clone()));
         }

@@ -73,11 +73,22 @@ impl Store {
     ) -> BoxStream<'static, Result<Listed>> {
         let ns_len = self.namespace().len() + 1;
         let key_attr = self.table().key_attribute().to_owned();
-        self.table()
-            .scan(ScanSpec {
-                prefixes: entry_prefixes(self.namespace()),
-                projection,
-            })
+        let store = self.clone();
+        // The index holds the listing attributes only; a listing of whole items scans.
+        let items = futures::stream::once(async move {
+            let ns = store.namespace();
+            match projection {
+                Some(attrs) if store.table().meta_ready(ns).await => {
+                    store.table().query_meta(ns, &attrs, None)
+                }
+                projection => store.table().scan(ScanSpec {
+                    prefixes: entry_prefixes(ns),
+                    projection,
+                }),
+            }
+        })
+        .flatten();
+        items
             .try_filter_map(move |item| {
                 let key = match get_b(&item, item::ORIGINAL_KEY) {
                     Some(original) => Some(Key::new(original.to_vec())),
@@ -125,9 +136,11 @@ impl Store {
                 })
             }
         };
-        self.table()
-            .count(&entry_prefixes(self.namespace()), filter)
-            .await
+        let ns = self.namespace();
+        if self.table().meta_ready(ns).await {
+            return self.table().count_meta(ns, filter, None).await;
+        }
+        self.table().count(&entry_prefixes(ns), filter).await
     }
 
     /// Removes every item of the namespace (entries, expired entries, chunks, leases), and
@@ -138,13 +151,16 @@ impl Store {
         prefixes.push(lease_prefix(self.namespace()));
         let key_attr = self.table().key_attribute().to_owned();
         let table = self.table().clone();
+        // The index marker stays: an empty namespace is completely indexed.
+        let marker = crate::table::index::namespace_marker(self.namespace());
         self.table()
             .scan(ScanSpec {
                 prefixes,
                 projection: Some(vec![]),
             })
             .try_filter_map(move |item| {
-                futures::future::ready(Ok(get_s(&item, &key_attr).map(str::to_owned)))
+                let pk = get_s(&item, &key_attr).filter(|pk| *pk != marker);
+                futures::future::ready(Ok(pk.map(str::to_owned)))
             })
             .try_chunks(1000)
             .map_err(|e| e.1)

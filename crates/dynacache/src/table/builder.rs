@@ -99,6 +99,7 @@ pub struct TableBuilder {
     attempt_timeout: Option<Duration>,
     consistent_reads: bool,
     scan_segments: u32,
+    meta_index: bool,
     breaker: CircuitBreaker,
 }
 
@@ -119,6 +120,7 @@ impl Default for TableBuilder {
             attempt_timeout: None,
             consistent_reads: false,
             scan_segments: 4,
+            meta_index: true,
             breaker: CircuitBreaker::default(),
         }
     }
@@ -276,6 +278,24 @@ impl TableBuilder {
         self
     }
 
+    /// Whether a table this handle creates gets the metadata index (default: yes), so that
+    /// listing, counting and purging a namespace read only its metadata instead of scanning
+    /// the table; it adds about one write unit to each stored entry. Tables that exist are
+    /// left as they are (see [`Table::add_meta_index`]).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+    /// use dynacache::Table;
+    ///
+    /// let table = Table::builder().meta_index(false).open().await?;
+    /// assert!(table.describe().await?.indexes.is_empty());
+    /// # Ok(()) }
+    /// ```
+    pub fn meta_index(mut self, enabled: bool) -> Self {
+        self.meta_index = enabled;
+        self
+    }
+
     /// Connects, applies the [`TablePolicy`], and returns the table.
     pub async fn open(self) -> Result<Table> {
         validate_table_name(&self.name)?;
@@ -333,6 +353,8 @@ impl TableBuilder {
                 ttl_attr: self.ttl_attribute,
                 consistent_reads: self.consistent_reads,
                 scan_segments: self.scan_segments,
+                meta_index: self.meta_index,
+                meta: Default::default(),
                 engine,
                 capacity: Default::default(),
                 breaker: Breaker::new(self.breaker),

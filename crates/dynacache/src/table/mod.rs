@@ -7,6 +7,7 @@ mod breaker;
 mod builder;
 #[cfg(feature = "embedded")]
 mod embedded;
+pub(crate) mod index;
 pub(crate) mod item;
 mod ops;
 mod scan;
@@ -24,6 +25,7 @@ pub use builder::{
     DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_OPERATION_TIMEOUT, Engine,
     TableBuilder,
 };
+pub use index::{META_ATTRIBUTE, META_INDEX, META_PROJECTED, META_SHARDS, Reindexed};
 pub(crate) use ops::{Expr, Put, Write};
 pub(crate) use scan::ScanSpec;
 pub use schema::{TableDescription, TablePolicy};
@@ -60,6 +62,10 @@ struct TableInner {
     ttl_attr: String,
     consistent_reads: bool,
     scan_segments: u32,
+    /// Whether CreateTable adds the metadata index.
+    meta_index: bool,
+    /// What this process knows of each namespace's metadata index.
+    meta: std::sync::Mutex<std::collections::HashMap<String, index::MetaState>>,
     engine: Engine,
     capacity: CapacityCounter,
     breaker: breaker::Breaker,

@@ -13,7 +13,7 @@ use crate::error::Result;
 /// What a scan reads.
 #[derive(Debug, Clone)]
 pub(crate) struct ScanSpec {
-    /// Items whose key starts with any of these.
+    /// Items whose key starts with any of these (none: every item of the table).
     pub(crate) prefixes: Vec<String>,
     /// Attributes to read besides the key; `None`: every attribute.
     pub(crate) projection: Option<Vec<&'static str>>,
@@ -44,18 +44,25 @@ impl Table {
                 let Some(start) = state else {
                     return Ok(None);
                 };
-                let (filter, mut names, values) =
-                    prefix_filter(&table.inner.key_attr, &spec.prefixes);
                 let mut req = table.inner.client.scan().table_name(&table.inner.name);
+                let mut names = HashMap::new();
+                if !spec.prefixes.is_empty() {
+                    let (filter, fnames, values) =
+                        prefix_filter(&table.inner.key_attr, &spec.prefixes);
+                    names.extend(fnames);
+                    req = req
+                        .filter_expression(filter)
+                        .set_expression_attribute_values(Some(values));
+                }
                 if let Some(attrs) = &spec.projection {
                     let (projection, pnames) = projection_expr(&table.inner.key_attr, attrs);
                     names.extend(pnames);
                     req = req.projection_expression(projection);
                 }
+                if !names.is_empty() {
+                    req = req.set_expression_attribute_names(Some(names));
+                }
                 let mut req = req
-                    .filter_expression(filter)
-                    .set_expression_attribute_names(Some(names))
-                    .set_expression_attribute_values(Some(values))
                     .set_exclusive_start_key(start)
                     .return_consumed_capacity(ReturnConsumedCapacity::Total);
                 if total > 1 {

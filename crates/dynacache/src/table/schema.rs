@@ -59,6 +59,9 @@ pub struct TableDescription {
     pub approximate_item_count: i64,
     /// The approximate size in bytes (refreshed like the item count).
     pub approximate_size_bytes: i64,
+    /// The global secondary indexes as `(name, status)`: `meta` is the metadata index that
+    /// listings read ([`Table::add_meta_index`]).
+    pub indexes: Vec<(String, String)>,
 }
 
 impl Table {
@@ -91,15 +94,20 @@ impl Table {
         }
     }
 
-    /// Creates the table as dynacache expects it (string partition key, on-demand billing),
-    /// waits until it is active, and enables TTL on the TTL attribute. A table that already
-    /// exists is left as it is.
+    /// Creates the table as dynacache expects it (string partition key, on-demand billing,
+    /// the metadata index unless [`TableBuilder::meta_index`](super::TableBuilder::meta_index)
+    /// said no), waits until it is active, and enables TTL on the TTL attribute. A table that
+    /// already exists is left as it is.
     pub async fn create(&self) -> Result<()> {
         let key = &self.inner.key_attr;
-        let created = self
-            .inner
-            .client
-            .create_table()
+        let mut create = self.inner.client.create_table();
+        if self.inner.meta_index {
+            let (attr, index) = Self::meta_index_for_create()?;
+            create = create
+                .attribute_definitions(attr)
+                .global_secondary_indexes(index);
+        }
+        let created = create
             .table_name(&self.inner.name)
             .attribute_definitions(
                 AttributeDefinition::builder()
@@ -118,13 +126,17 @@ impl Table {
             .billing_mode(BillingMode::PayPerRequest)
             .send()
             .await;
+        let mut created_here = true;
         match created {
             Ok(_) => {}
             // Another process created it first.
             Err(e)
                 if e.as_service_error()
                     .and_then(|s| s.code())
-                    .is_some_and(|c| c == "ResourceInUseException") => {}
+                    .is_some_and(|c| c == "ResourceInUseException") =>
+            {
+                created_here = false;
+            }
             Err(e) => return Err(self.err(e)),
         }
         self.inner
@@ -134,6 +146,10 @@ impl Table {
             .wait(Duration::from_secs(300))
             .await
             .map_err(|e| self.waiter_err(e))?;
+        if created_here && self.inner.meta_index {
+            // Created with the index: every head written to it carries `mi`.
+            self.mark_indexed(super::index::TABLE_MARKER).await?;
+        }
         let spec = TimeToLiveSpecification::builder()
             .attribute_name(&self.inner.ttl_attr)
             .enabled(true)
@@ -238,6 +254,18 @@ impl Table {
                 .unwrap_or_else(|| "PROVISIONED".into()),
             approximate_item_count: t.item_count().unwrap_or(0),
             approximate_size_bytes: t.table_size_bytes().unwrap_or(0),
+            indexes: t
+                .global_secondary_indexes()
+                .iter()
+                .map(|i| {
+                    (
+                        i.index_name().unwrap_or_default().to_owned(),
+                        i.index_status()
+                            .map(|s| s.as_str().to_owned())
+                            .unwrap_or_default(),
+                    )
+                })
+                .collect(),
         })
     }
 
