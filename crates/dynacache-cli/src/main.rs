@@ -92,7 +92,7 @@ enum Command {
 }
 
 fn main() {
-    restore_sigpipe();
+    quiet_on_closed_stdout();
     let matches = Cli::command().get_matches();
     let mut cli =
         Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut Cli::command()).exit());
@@ -151,12 +151,24 @@ async fn run(cli: Cli) -> Result<(), error::CliError> {
 }
 
 /// `dynacache ls | head` ends quietly when `head` has read enough, like other Unix tools, instead
-/// of failing on a closed pipe.
-fn restore_sigpipe() {
-    #[cfg(unix)]
-    // SAFETY: called first thing in main, before any other thread exists; SIG_DFL is a valid
-    // disposition for SIGPIPE.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+/// of failing on a closed pipe: printing to a closed stdout ends the process with status 141
+/// (128 + SIGPIPE), what a shell reports for a tool killed by SIGPIPE, and prints nothing.
+///
+/// SIGPIPE itself stays ignored (Rust's default): with its default action, a DynamoDB endpoint
+/// or an origin closing a connection while a request was being written (`writev` raises
+/// SIGPIPE on a socket) killed the process instead of failing one call.
+fn quiet_on_closed_stdout() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default_hook(info);
+    }));
 }

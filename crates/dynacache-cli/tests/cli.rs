@@ -77,7 +77,7 @@ impl Place {
         assert!(
             out.status.success(),
             "dynacache {args:?} failed ({:?}):\n{}",
-            out.status.code(),
+            out.status,
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout).expect("utf-8 stdout")
@@ -1834,77 +1834,81 @@ fn start_iam_stand_in(backend: String, key_attr: &'static str) -> IamStandIn {
     let calls = Arc::new(Mutex::new(Vec::new()));
     let (p, c) = (policy.clone(), calls.clone());
     let client = reqwest::Client::new();
-    let app = axum::Router::new().fallback(
-        move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-            let (policy, calls, client, backend) =
-                (p.clone(), c.clone(), client.clone(), backend.clone());
-            async move {
-                use axum::response::IntoResponse;
-                let target = headers
-                    .get("x-amz-target")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
-                let action = format!("dynamodb:{}", target.rsplit('.').next().unwrap_or(""));
-                let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                let mut resource = format!(
-                    "arn:aws:dynamodb:{STAND_IN_REGION}:{STAND_IN_ACCOUNT}:table/{}",
-                    request_table(&request).unwrap_or_default()
-                );
-                if let Some(index) = request["IndexName"].as_str() {
-                    resource = format!("{resource}/index/{index}");
-                }
-                let leading_keys = request_leading_keys(&action, &request, key_attr);
-                let allowed = {
-                    let policy = policy.lock().unwrap();
-                    iam_allows(&policy, &action, &resource, &leading_keys)
-                };
-                calls.lock().unwrap().push(Call {
-                    action: action.clone(),
-                    leading_keys,
-                    allowed,
-                });
-                if !allowed {
-                    let message = format!(
-                        "User: arn:aws:sts::{STAND_IN_ACCOUNT}:assumed-role/tenant/test is not \
+    let app = axum::Router::new()
+        .fallback(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let (policy, calls, client, backend) =
+                    (p.clone(), c.clone(), client.clone(), backend.clone());
+                async move {
+                    use axum::response::IntoResponse;
+                    let target = headers
+                        .get("x-amz-target")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    let action = format!("dynamodb:{}", target.rsplit('.').next().unwrap_or(""));
+                    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    let mut resource = format!(
+                        "arn:aws:dynamodb:{STAND_IN_REGION}:{STAND_IN_ACCOUNT}:table/{}",
+                        request_table(&request).unwrap_or_default()
+                    );
+                    if let Some(index) = request["IndexName"].as_str() {
+                        resource = format!("{resource}/index/{index}");
+                    }
+                    let leading_keys = request_leading_keys(&action, &request, key_attr);
+                    let allowed = {
+                        let policy = policy.lock().unwrap();
+                        iam_allows(&policy, &action, &resource, &leading_keys)
+                    };
+                    calls.lock().unwrap().push(Call {
+                        action: action.clone(),
+                        leading_keys,
+                        allowed,
+                    });
+                    if !allowed {
+                        let message = format!(
+                            "User: arn:aws:sts::{STAND_IN_ACCOUNT}:assumed-role/tenant/test is not \
                          authorized to perform: {action} on resource: {resource} because no \
                          identity-based policy allows the {action} action"
-                    );
-                    return (
-                        axum::http::StatusCode::BAD_REQUEST,
-                        [("content-type", "application/x-amz-json-1.0")],
-                        serde_json::json!({
-                            "__type": "com.amazon.coral.service#AccessDeniedException",
-                            "message": message,
-                        })
-                        .to_string(),
-                    )
-                        .into_response();
-                }
-                let mut forward = client.post(&backend).body(body);
-                for (name, value) in &headers {
-                    if name != "host" && name != "content-length" {
-                        forward = forward.header(name.as_str(), value.as_bytes());
+                        );
+                        return (
+                            axum::http::StatusCode::BAD_REQUEST,
+                            [("content-type", "application/x-amz-json-1.0")],
+                            serde_json::json!({
+                                "__type": "com.amazon.coral.service#AccessDeniedException",
+                                "message": message,
+                            })
+                            .to_string(),
+                        )
+                            .into_response();
                     }
-                }
-                let answer = forward
-                    .send()
-                    .await
-                    .expect("the engine behind the stand-in");
-                let status = answer.status().as_u16();
-                let mut response = axum::response::Response::builder().status(status);
-                for (name, value) in answer.headers() {
-                    if !matches!(
-                        name.as_str(),
-                        "content-length" | "transfer-encoding" | "connection"
-                    ) {
-                        response = response.header(name.as_str(), value.as_bytes());
+                    let mut forward = client.post(&backend).body(body);
+                    for (name, value) in &headers {
+                        if name != "host" && name != "content-length" {
+                            forward = forward.header(name.as_str(), value.as_bytes());
+                        }
                     }
+                    let answer = forward
+                        .send()
+                        .await
+                        .expect("the engine behind the stand-in");
+                    let status = answer.status().as_u16();
+                    let mut response = axum::response::Response::builder().status(status);
+                    for (name, value) in answer.headers() {
+                        if !matches!(
+                            name.as_str(),
+                            "content-length" | "transfer-encoding" | "connection"
+                        ) {
+                            response = response.header(name.as_str(), value.as_bytes());
+                        }
+                    }
+                    let bytes = answer.bytes().await.expect("the engine's answer");
+                    response.body(axum::body::Body::from(bytes)).unwrap()
                 }
-                let bytes = answer.bytes().await.expect("the engine's answer");
-                response.body(axum::body::Body::from(bytes)).unwrap()
-            }
-        },
-    );
+            },
+        )
+        // DynamoDB takes requests up to 16 MB (a BatchWriteItem of chunks is ~3 MB); axum's default
+        // limit is 2 MB.
+        .layer(axum::extract::DefaultBodyLimit::max(16 * 1024 * 1024));
     IamStandIn {
         url: format!("http://{}", serve(app)),
         policy,
@@ -2261,4 +2265,25 @@ fn copy_between_places(place: &Place) {
         5,
     );
     assert!(err.contains("absent"), "{err}");
+}
+
+/// `dynacache ... | head` ends quietly when the reader has gone: status 141 (what a shell
+/// reports for a tool killed by SIGPIPE), nothing on stderr.
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    let bin = assert_cmd::cargo::cargo_bin("dynacache");
+    let mut child = std::process::Command::new(bin)
+        .args(["table", "template", "--format", "terraform"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader is gone before the command prints
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(141), "{out:?}");
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
