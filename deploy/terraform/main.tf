@@ -19,7 +19,8 @@ resource "aws_dynamodb_table" "cache" {
     type = "S"
   }
 
-  # The metadata index: listing, counting and purging a namespace read it, not the table.
+  # The metadata index: listing, counting and purging a namespace read it, not the table,
+  # once it is marked complete: after applying, run `dynacache table index` once.
   global_secondary_index {
     name               = "meta"
     hash_key           = "mi"

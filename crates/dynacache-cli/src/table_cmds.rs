@@ -46,7 +46,8 @@ pub enum TableCommand {
     /// running it again is harmless.
     #[command(
         after_help = "Example:\n  dynacache --table prod_cache table index\n\n\
-Tables created by this version have the index from the start. A tenant restricted to its own \
+Tables this version creates have the index from the start and are marked; tables deployed from \
+`table template` have the index and need this once to be marked. A tenant restricted to its own \
 namespaces (`table template --format iam`) reads its namespace's marker: run this with its \
 --namespace/--kv-namespace after creating the table. See docs/metadata-index.md."
     )]
@@ -65,11 +66,12 @@ namespaces (`table template --format iam`) reads its namespace's marker: run thi
 dynacache table template --format iam --namespace web --namespace sessions > policy.json\n  \
 dynacache --region eu-west-1 table template --format iam --account 123456789012 --allow-scan\n\n\
 The IAM policy grants GetItem, PutItem, UpdateItem, DeleteItem, BatchGetItem and BatchWriteItem \
-on the table, confined by dynamodb:LeadingKeys to the items of the namespaces: `NS:*`, `NS#*` \
-and `NS!*`. Scan names no partition key, so it cannot be confined: it is granted only with \
---allow-scan, on the whole table, and listing, counting, clear, purge, stats and vacuum need it. \
-The policy grants no control-plane action: use --assume-exists (TablePolicy::AssumeExists). \
-See docs/iam.md."
+on the table, confined by dynamodb:LeadingKeys to the items of the namespaces: `NS:*`, `NS#*`, \
+`NS!*` and `NS~*`; and Query on the metadata index, confined to the namespaces' partitions of \
+it, for listing, counting and purging (once `table index` has marked the namespaces). Scan names \
+no partition key, so it cannot be confined: it is granted only with --allow-scan, on the whole \
+table, and clear, stats and vacuum need it. The policy grants no control-plane action: use \
+--assume-exists (TablePolicy::AssumeExists). See docs/iam.md."
     )]
     Template {
         /// The format.
@@ -320,7 +322,8 @@ Resources:
       KeySchema:
         - AttributeName: {key}
           KeyType: HASH
-      # The metadata index: listing, counting and purging a namespace read it, not the table.
+      # The metadata index: listing, counting and purging a namespace read it, not the table,
+      # once it is marked complete: after deploying, run `dynacache table index` once.
       GlobalSecondaryIndexes:
         - IndexName: {index}
           KeySchema:
@@ -370,7 +373,8 @@ resource "aws_dynamodb_table" "cache" {{
     type = "S"
   }}
 
-  # The metadata index: listing, counting and purging a namespace read it, not the table.
+  # The metadata index: listing, counting and purging a namespace read it, not the table,
+  # once it is marked complete: after applying, run `dynacache table index` once.
   global_secondary_index {{
     name               = "{index}"
     hash_key           = "{mi}"

@@ -37,6 +37,7 @@ pin_project_lite::pin_project! {
         Full { bytes: Option<Bytes> },
         Streaming { prefix: Option<Bytes>, #[pin] rest: B },
         Broken { error: Option<BoxError> },
+        Stored { rx: tokio::sync::mpsc::Receiver<crate::Result<Bytes>>, remaining: u64 },
     }
 }
 
@@ -66,6 +67,14 @@ impl<B> CacheBody<B> {
     pub(crate) fn broken(error: BoxError) -> Self {
         CacheBody {
             kind: Kind::Broken { error: Some(error) },
+        }
+    }
+
+    /// A body of `len` bytes streamed from its chunks in the table (see
+    /// `Store::stream_chunks`): fails, rather than ending early, when they cannot be read.
+    pub(crate) fn stored(len: u64, rx: tokio::sync::mpsc::Receiver<crate::Result<Bytes>>) -> Self {
+        CacheBody {
+            kind: Kind::Stored { rx, remaining: len },
         }
     }
 
@@ -99,6 +108,19 @@ where
                 rest.poll_frame(cx).map_err(Into::into)
             }
             KindProj::Broken { error } => Poll::Ready(error.take().map(Err)),
+            KindProj::Stored { rx, remaining } => match rx.poll_recv(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Some(Ok(bytes))) => {
+                    *remaining = remaining.saturating_sub(bytes.len() as u64);
+                    Poll::Ready(Some(Ok(Frame::data(bytes))))
+                }
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+                Poll::Ready(None) if *remaining > 0 => {
+                    *remaining = 0;
+                    Poll::Ready(Some(Err("the stored body ended early".into())))
+                }
+                Poll::Ready(None) => Poll::Ready(None),
+            },
         }
     }
 
@@ -107,6 +129,9 @@ where
             Kind::Full { bytes } => bytes.is_none(),
             Kind::Streaming { prefix, rest } => prefix.is_none() && rest.is_end_stream(),
             Kind::Broken { error } => error.is_none(),
+            // The end is known when the chunks' task has closed the channel (after its last
+            // check), not when the last byte has been received.
+            Kind::Stored { .. } => false,
         }
     }
 
@@ -126,6 +151,7 @@ where
                 hint
             }
             Kind::Broken { .. } => SizeHint::default(),
+            Kind::Stored { remaining, .. } => SizeHint::with_exact(*remaining),
         }
     }
 }

@@ -494,7 +494,7 @@ impl HttpCache {
                     note.detail = Some("cache-body-unreadable");
                     return self.miss(&incoming, &lookup, looked_up_at, &fetch).await;
                 };
-                if was_deferred && found.part.is_none() {
+                if was_deferred && found.part.is_none() && found.stream.is_none() {
                     // A body read from its chunks, whole: keep it for the next hits.
                     self.remember(&lookup, &found);
                 }
@@ -688,6 +688,7 @@ impl HttpCache {
                 chunks: None,
                 deferred: None,
                 part: None,
+                stream: None,
             };
             let decision = policy::decide(
                 &found.meta(),

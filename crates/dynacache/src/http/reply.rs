@@ -45,16 +45,40 @@ impl HttpCache {
         let mut extensions = http::Extensions::new();
         extensions.insert(facts);
         extensions.insert(StoredUrl(doc.url.clone()));
-        answer(
+        let streamed = found.stream.as_ref().map(|head| {
+            let len = crate::table::item::get_i64(head, crate::table::item::SIZE)
+                .and_then(|s| s.ok())
+                .unwrap_or(0)
+                .max(0) as u64;
+            (head, len)
+        });
+        let mut res = answer(
             doc.status,
             headers,
             doc.body.clone(),
             found.part.as_ref(),
+            streamed.map(|(_, len)| len),
             incoming,
             doc.received_ms,
             now,
             extensions,
-        )
+        );
+        // A body left in its chunks streams from them, when the answer has a body.
+        if let Some((head, _)) = streamed
+            && res.status() != StatusCode::NOT_MODIFIED
+            && incoming.parts.method != Method::HEAD
+        {
+            let store = &self.inner.store;
+            let body = store
+                .key(found.key.as_bytes())
+                .and_then(|key| store.stream_chunks(&key, head));
+            *res.body_mut() = match body {
+                Ok(Some((len, rx))) => CacheBody::stored(len, rx),
+                Ok(None) => CacheBody::broken("the stored body has no chunks".into()),
+                Err(e) => CacheBody::broken(Box::new(e)),
+            };
+        }
+        res
     }
 }
 
@@ -82,6 +106,7 @@ pub(crate) fn answer_fresh<B>(
         headers,
         body,
         None,
+        None,
         incoming,
         received_ms,
         received_ms,
@@ -97,6 +122,7 @@ fn answer<B>(
     mut headers: HeaderMap,
     body: Bytes,
     part: Option<&Part>,
+    streamed_len: Option<u64>,
     incoming: &Incoming,
     received_ms: i64,
     now: i64,
@@ -118,13 +144,15 @@ fn answer<B>(
         }
         (StatusCode::NOT_MODIFIED, not_modified, Bytes::new())
     } else {
-        let len = part.map_or(body.len() as u64, |p| p.len);
+        let len = part.map_or(streamed_len.unwrap_or(body.len() as u64), |p| p.len);
         // A part read alone is the range this request asked for (see `HttpCache::ready`).
         let range = match part {
             Some(p) => RangeAnswer::Partial {
                 start: p.start,
                 end: p.end,
             },
+            // Streamed only for requests without a range (see `HttpCache::ready`).
+            None if streamed_len.is_some() => RangeAnswer::Full,
             None => policy::evaluate_range(method, request_headers, status, &headers, len, now),
         };
         match range {
@@ -154,7 +182,7 @@ fn answer<B>(
                 (status, headers, body)
             }
             RangeAnswer::Full => {
-                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
                 (status, headers, body)
             }
         }

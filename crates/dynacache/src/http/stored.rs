@@ -36,7 +36,15 @@ pub(crate) struct Found {
     pub(crate) deferred: Option<Item>,
     /// The part of the body a range request needs, read alone.
     pub(crate) part: Option<Part>,
+    /// A large body left in its chunks, to be streamed from them as it is sent: the head
+    /// item naming them.
+    pub(crate) stream: Option<Item>,
 }
+
+/// Bodies in chunks at least this large are streamed from their chunks as they are sent (when
+/// they are stored uncompressed, signing is off, and the whole body is asked for), not read
+/// whole first: memory per response stays at about two batches of chunks (~6 MB).
+pub(crate) const STREAMED_BODY_MIN: u64 = 4 * 1024 * 1024;
 
 /// Bytes `start..=end` of a body of `len` bytes.
 #[derive(Debug, Clone)]
@@ -321,6 +329,7 @@ impl HttpCache {
             digest,
             deferred: is_deferred.then_some(item),
             part: None,
+            stream: None,
         });
         Ok(lookup)
     }
@@ -346,6 +355,13 @@ impl HttpCache {
                 == Some(crate::codec::FORMAT_RAW)
                 && self.inner.secret_keys.is_empty();
             if raw
+                && len >= STREAMED_BODY_MIN
+                && incoming.parts.method == http::Method::GET
+                && !incoming.parts.headers.contains_key(http::header::RANGE)
+            {
+                return Ok(Some((None, None, Some(head.clone()))));
+            }
+            if raw
                 && let policy::RangeAnswer::Partial { start, end } = policy::evaluate_range(
                     &incoming.parts.method,
                     &incoming.parts.headers,
@@ -362,7 +378,7 @@ impl HttpCache {
                     len,
                     bytes: Bytes::from(bytes),
                 };
-                return Ok(Some((None, Some(part))));
+                return Ok(Some((None, Some(part), None)));
             }
             let version = crate::table::item::get_s(&item, crate::table::item::CHUNK_VERSION)
                 .map(str::to_owned);
@@ -390,18 +406,19 @@ impl HttpCache {
                         self.inner.settings.max_body_size,
                         false,
                     )?;
-                    Ok(Some((Some(doc.body), None)))
+                    Ok(Some((Some(doc.body), None, None)))
                 }
                 None => Ok(None),
             }
         }
         .await;
         match result {
-            Ok(Some((body, part))) => {
+            Ok(Some((body, part, stream))) => {
                 if let Some(body) = body {
                     found.doc.body = body;
                 }
                 found.part = part;
+                found.stream = stream;
                 Some(found)
             }
             Ok(None) => None,
@@ -543,6 +560,7 @@ impl HttpCache {
                 chunks: None,
                 deferred: None,
                 part: None,
+                stream: None,
             };
             self.remember(&stored, &found);
         }
@@ -778,6 +796,7 @@ impl HttpCache {
             chunks: found.chunks.clone(),
             deferred: found.deferred.clone(),
             part: None,
+            stream: None,
         }
     }
 

@@ -316,6 +316,69 @@ impl Store {
         }
     }
 
+    /// A chunked payload as a stream of parts, read a batch of chunks at a time (one batch
+    /// read ahead, so memory stays at about two batches whatever the size): each chunk is
+    /// checked against its own checksum before its bytes are sent, and the whole against the
+    /// head's digest at the end. The stream ends with an error, never early and never with
+    /// wrong bytes, when a chunk is missing (the value was replaced meanwhile) or damaged.
+    /// `None` for a head without chunks. Runs on a task of its own; dropping the stream stops
+    /// it.
+    pub(crate) fn stream_chunks(
+        &self,
+        key: &StoredKey,
+        head: &Item,
+    ) -> Result<Option<(u64, tokio::sync::mpsc::Receiver<Result<bytes::Bytes>>)>> {
+        let Some(head) = Head::from_item(&key.pk, head, self.inner.max_value_size)? else {
+            return Ok(None);
+        };
+        let size = head.size as u64;
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let store = self.clone();
+        let pk = key.pk.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.send_chunks(&pk, &head, &tx).await {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        Ok(Some((size, rx)))
+    }
+
+    /// Sends a head's chunks down `tx` in order, batch by batch (see
+    /// [`stream_chunks`](Store::stream_chunks)).
+    async fn send_chunks(
+        &self,
+        pk: &str,
+        head: &Head,
+        tx: &tokio::sync::mpsc::Sender<Result<bytes::Bytes>>,
+    ) -> Result<()> {
+        use sha2::Digest;
+        let mut digest = sha2::Sha256::new();
+        let mut sent = 0usize;
+        let mut next = 0u32;
+        while next < head.count {
+            let end = head.count.min(next.saturating_add(CHUNKS_PER_CALL as u32));
+            let Some(part) = self.fetch_chunks(pk, head, next..end, false).await? else {
+                return Err(Error::corrupt(
+                    pk,
+                    "a chunk is gone: the value was replaced while it was streamed",
+                ));
+            };
+            digest.update(&part);
+            sent += part.len();
+            if tx.send(Ok(bytes::Bytes::from(part))).await.is_err() {
+                return Ok(()); // the reader has gone
+            }
+            next = end;
+        }
+        if sent != head.size || digest.finalize().as_slice() != head.sum.as_slice() {
+            return Err(Error::corrupt(
+                pk,
+                "chunks do not match their head's digest",
+            ));
+        }
+        Ok(())
+    }
+
     /// Chunks `range` of a version in order, or `None` if any is missing. Fetches a few
     /// batches at a time, checks each chunk's own checksum, and never assembles more than the
     /// head's size.

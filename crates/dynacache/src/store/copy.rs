@@ -62,14 +62,13 @@ impl Store {
                 .map(|item| item.map(|i| self.retarget(i, target)))
                 .try_chunks(REPORT_EVERY);
             while let Some(batch) = pages.try_next().await.map_err(|e| e.1)? {
+                // The index marker says what the source's heads carry, not the target's.
+                let batch: Vec<(String, Item)> =
+                    batch.into_iter().filter(|(pk, _)| *pk != marker).collect();
                 let before = batch.len();
                 let batch: Vec<Item> = batch
                     .into_iter()
                     .filter_map(|(old_pk, mut item)| {
-                        // The index marker says what the source's heads carry, not the target's.
-                        if old_pk == marker {
-                            return None;
-                        }
                         let new_pk = get_s(&item, target.table().key_attribute())?.to_owned();
                         (!entries || rewrite(&old_pk, &new_pk, &mut item)).then_some(item)
                     })

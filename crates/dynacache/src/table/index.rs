@@ -160,61 +160,50 @@ impl Table {
     /// # Ok(()) }
     /// ```
     pub async fn add_meta_index(&self) -> Result<()> {
-        let has = |d: &super::TableDescription| {
-            d.indexes
-                .iter()
-                .find(|(name, _)| name == META_INDEX)
-                .map(|(_, status)| status.clone())
-        };
-        if has(&self.describe().await?).is_none() {
-            let (attr, index) = Self::meta_index_definition()?;
-            let update = GlobalSecondaryIndexUpdate::builder()
-                .create(
-                    aws_sdk_dynamodb::types::CreateGlobalSecondaryIndexAction::builder()
-                        .index_name(META_INDEX)
-                        .set_key_schema(Some(index.key_schema().to_vec()))
-                        .set_projection(index.projection().cloned())
-                        .build()
-                        .map_err(|e| Error::config(e.to_string()))?,
-                )
-                .build();
-            let sent = self
-                .inner
-                .client
-                .update_table()
-                .table_name(&self.inner.name)
-                .attribute_definitions(attr)
-                .global_secondary_index_updates(update)
-                .send()
-                .await;
-            match sent {
-                Ok(_) => {}
-                // Another process is adding it (or the table is busy with another update).
-                Err(e)
-                    if e.as_service_error()
-                        .and_then(|s| s.code())
-                        .is_some_and(|c| c == "ResourceInUseException") => {}
-                Err(e) => return Err(self.err(e)),
-            }
-        }
-        // Wait for the backfill: minutes to hours on a large AWS table.
         let mut delay = Duration::from_millis(100);
         loop {
             let d = self.describe().await?;
-            match has(&d).as_deref() {
-                Some(status) if status == IndexStatus::Active.as_str() && d.status == "ACTIVE" => {
+            match d.indexes.iter().find(|(name, _)| name == META_INDEX) {
+                Some((_, status))
+                    if status == IndexStatus::Active.as_str() && d.status == "ACTIVE" =>
+                {
                     return Ok(());
                 }
+                // Being built: DynamoDB backfills it from the table (minutes to hours on a
+                // large AWS table).
                 Some(_) => {}
                 None => {
-                    return Err(Error::Service {
-                        code: "IndexMissing".into(),
-                        message: format!(
-                            "table {:?}: the {META_INDEX} index was not added",
-                            self.inner.name
-                        ),
-                        source: "UpdateTable did not add the index".into(),
-                    });
+                    let (attr, index) = Self::meta_index_definition()?;
+                    let create =
+                        aws_sdk_dynamodb::types::CreateGlobalSecondaryIndexAction::builder()
+                            .index_name(META_INDEX)
+                            .set_key_schema(Some(index.key_schema().to_vec()))
+                            .set_projection(index.projection().cloned())
+                            .build()
+                            .map_err(|e| Error::config(e.to_string()))?;
+                    let sent = self
+                        .inner
+                        .client
+                        .update_table()
+                        .table_name(&self.inner.name)
+                        .attribute_definitions(attr)
+                        .global_secondary_index_updates(
+                            GlobalSecondaryIndexUpdate::builder().create(create).build(),
+                        )
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(_) => {}
+                        // The table is busy with another update, or another index is being
+                        // built: ask again after a while.
+                        Err(e)
+                            if e.as_service_error()
+                                .and_then(|s| s.code())
+                                .is_some_and(|c| {
+                                    c == "ResourceInUseException" || c == "LimitExceededException"
+                                }) => {}
+                        Err(e) => return Err(self.err(e)),
+                    }
                 }
             }
             tokio::time::sleep(delay).await;
@@ -322,6 +311,19 @@ impl Table {
         ready
     }
 
+    /// After a Query of the index failed because the index is gone or being rebuilt
+    /// (ValidationException), this process asks again before its next listing, which scans
+    /// until the index is complete again.
+    fn forget_meta_after(&self, ns: &str, e: &Error) {
+        if matches!(e, Error::Service { code, .. } if code == "ValidationException") {
+            self.inner
+                .meta
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(ns);
+        }
+    }
+
     /// The heads of namespace `ns` from the index, page by page over its shards, with the
     /// `projection` attributes that the index holds (others are left out) and the key.
     pub(crate) fn query_meta(
@@ -339,9 +341,11 @@ impl Table {
             let table = self.clone();
             let (attrs, filter) = (attrs.clone(), filter.clone());
             let mi = format!("{ns}#{shard}");
+            let ns = ns.to_owned();
             stream::try_unfold(Some(None), move |state: Option<Option<Item>>| {
                 let table = table.clone();
-                let (attrs, filter, mi) = (attrs.clone(), filter.clone(), mi.clone());
+                let (attrs, filter, mi, ns) =
+                    (attrs.clone(), filter.clone(), mi.clone(), ns.clone());
                 async move {
                     let Some(start) = state else {
                         return Ok(None);
@@ -371,7 +375,8 @@ impl Table {
                         .guarded("Query", async {
                             req.send().await.map_err(|e| table.err(e))
                         })
-                        .await?;
+                        .await
+                        .inspect_err(|e| table.forget_meta_after(&ns, e))?;
                     table.inner.capacity.record_read(out.consumed_capacity());
                     let next = out.last_evaluated_key.filter(|k| !k.is_empty()).map(Some);
                     Ok(Some((out.items.unwrap_or_default(), next)))
@@ -424,7 +429,8 @@ impl Table {
                             .set_expression_attribute_values(Some(values));
                         let out = self
                             .guarded("Query", async { req.send().await.map_err(|e| self.err(e)) })
-                            .await?;
+                            .await
+                            .inspect_err(|e| self.forget_meta_after(ns, e))?;
                         self.inner.capacity.record_read(out.consumed_capacity());
                         total += out.count.max(0) as u64;
                         match out.last_evaluated_key.filter(|k| !k.is_empty()) {

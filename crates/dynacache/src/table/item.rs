@@ -64,6 +64,7 @@ const RESERVED: &[&str] = &[
     LEASE_EXPIRES,
     LEASE_TOKEN,
     COST,
+    super::index::META_ATTRIBUTE,
 ];
 
 pub(crate) fn is_reserved_attribute(name: &str) -> bool {

@@ -146,10 +146,6 @@ impl Table {
             .wait(Duration::from_secs(300))
             .await
             .map_err(|e| self.waiter_err(e))?;
-        if created_here && self.inner.meta_index {
-            // Created with the index: every head written to it carries `mi`.
-            self.mark_indexed(super::index::TABLE_MARKER).await?;
-        }
         let spec = TimeToLiveSpecification::builder()
             .attribute_name(&self.inner.ttl_attr)
             .enabled(true)
@@ -164,7 +160,7 @@ impl Table {
             .send()
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(_) => {}
             // Already enabled (a concurrent creator did it), which is what we want.
             Err(e)
                 if e.as_service_error()
@@ -172,10 +168,22 @@ impl Table {
                     .is_some_and(|c| c == "ValidationException") =>
             {
                 tracing::debug!(table = %self.inner.name, "TTL already being set");
-                Ok(())
             }
-            Err(e) => Err(self.err(e)),
+            Err(e) => return Err(self.err(e)),
         }
+        if created_here && self.inner.meta_index {
+            // Created with the index: every head written to it carries `mi`. Without the
+            // marker (a role that may not write it), listings scan until `reindex` runs.
+            if let Err(e) = self.mark_indexed(super::index::TABLE_MARKER).await {
+                tracing::warn!(
+                    table = %self.inner.name,
+                    error = %e,
+                    "the table was created with its metadata index, but marking it failed: \
+                     listings scan until `dynacache table index` runs"
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Describes the table and its TTL setting.

@@ -1,0 +1,306 @@
+//! Large cached bodies are streamed from their chunks as they are sent, not read whole first:
+//! the answer starts after the first batch of chunks, every byte sent is checked, and a damaged
+//! or vanished chunk ends the body with an error, never with wrong bytes or a short body that
+//! looks complete. With signing on, bodies are read and verified whole before they are sent.
+//! Every test runs on the embedded engine and on DynamoDB Local, through the tower layer.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::Request;
+use axum::routing::get;
+use bytes::Bytes;
+use dynacache::Table;
+use dynacache::http::{CacheFactsExt, CacheLayer, HttpCache, HttpCacheBuilder};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+use tracing::Subscriber;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::common::Engine;
+
+/// 24 MiB of noise: stored uncompressed, in about 70 chunks (9 batches of reads).
+const BIG: usize = 24 * 1024 * 1024;
+
+/// Counts `dynacache.storage` spans of one DynamoDB operation.
+#[derive(Clone)]
+struct Calls {
+    op: &'static str,
+    seen: Arc<Mutex<usize>>,
+}
+
+struct Op(Option<String>);
+
+impl Visit for Op {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "op" {
+            self.0 = Some(value.to_owned());
+        }
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "op" {
+            self.0 = Some(format!("{value:?}").trim_matches('"').to_owned());
+        }
+    }
+}
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Calls {
+    fn on_new_span(&self, attrs: &Attributes<'_>, _id: &Id, _ctx: Context<'_, S>) {
+        if attrs.metadata().name() == "dynacache.storage" {
+            let mut op = Op(None);
+            attrs.record(&mut op);
+            if op.0.as_deref() == Some(self.op) {
+                *self.seen.lock().unwrap() += 1;
+            }
+        }
+    }
+}
+
+impl Calls {
+    fn count(&self) -> usize {
+        *self.seen.lock().unwrap()
+    }
+}
+
+fn noise() -> Bytes {
+    let mut rng = fastrand::Rng::with_seed(7);
+    Bytes::from((0..BIG).map(|_| rng.u8(..)).collect::<Vec<u8>>())
+}
+
+fn app(cache: HttpCache, body: Bytes) -> Router {
+    Router::new()
+        .route(
+            "/big",
+            get(move || {
+                let body = body.clone();
+                async move { ([("cache-control", "max-age=600")], body) }
+            }),
+        )
+        .layer(CacheLayer::new(cache))
+}
+
+fn builder() -> HttpCacheBuilder {
+    HttpCache::builder()
+        .shared(true)
+        .write_wait(Duration::from_secs(120))
+        .max_body_size(64 * 1024 * 1024)
+}
+
+fn big() -> Request<Body> {
+    Request::get("/big")
+        .header("host", "app.example")
+        .body(Body::empty())
+        .unwrap()
+}
+
+/// Stores the big response (a miss), and returns the cache's answer to a second request (a
+/// hit) before its body is read.
+async fn stored_then_hit(
+    table: &Table,
+    cache: HttpCache,
+    body: &Bytes,
+) -> axum::response::Response {
+    let app = app(cache.clone(), body.clone());
+    let first = app.clone().oneshot(big()).await.unwrap();
+    assert!(!first.from_cache());
+    assert_eq!(first.into_body().collect().await.unwrap().to_bytes(), *body);
+    cache.flush().await;
+    assert!(chunk_keys(table).await.len() > 60, "stored in chunks");
+    let second = app.oneshot(big()).await.unwrap();
+    assert!(second.from_cache());
+    assert_eq!(
+        second.headers()["content-length"],
+        BIG.to_string().as_str(),
+        "the length is known before the body is read"
+    );
+    second
+}
+
+async fn large_cached_bodies_stream_from_their_chunks(engine: Engine) {
+    let Some(table) = common::table(engine).await else {
+        return;
+    };
+    let body = noise();
+    let calls = Calls {
+        op: "BatchGetItem",
+        seen: Default::default(),
+    };
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(calls.clone()));
+    let cache = builder().build(table.clone()).unwrap();
+    let before = calls.count();
+    let mut res = stored_then_hit(&table, cache, &body).await.into_body();
+    let first = res.frame().await.unwrap().unwrap().into_data().unwrap();
+    let at_first = calls.count() - before;
+    assert!(
+        at_first <= 3,
+        "the answer starts after the first batches of chunks, not all 9: {at_first}"
+    );
+    let mut got = first.to_vec();
+    while let Some(frame) = res.frame().await {
+        got.extend_from_slice(&frame.unwrap().into_data().unwrap());
+    }
+    assert!(got == body, "every byte, in order");
+    assert!(calls.count() - before >= 9, "then every batch is read");
+}
+
+async fn a_damaged_chunk_ends_the_body_with_an_error(engine: Engine) {
+    let Some(table) = common::table(engine).await else {
+        return;
+    };
+    let body = noise();
+    let cache = builder().build(table.clone()).unwrap();
+    let app = app(cache.clone(), body.clone());
+    app.clone()
+        .oneshot(big())
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap();
+    cache.flush().await;
+    // Flip a byte in the 40th chunk (past the first batches): it no longer matches its own
+    // checksum.
+    let key = chunk_keys(&table)
+        .await
+        .into_iter()
+        .find(|k| k.ends_with("!40"))
+        .unwrap();
+    let item = table
+        .client()
+        .get_item()
+        .table_name(table.name())
+        .key(
+            table.key_attribute(),
+            aws_sdk_dynamodb::types::AttributeValue::S(key.clone()),
+        )
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    let mut data = item["d"].as_b().unwrap().clone().into_inner();
+    data[100] ^= 1;
+    let mut damaged = item.clone();
+    damaged.insert(
+        "d".into(),
+        aws_sdk_dynamodb::types::AttributeValue::B(data.into()),
+    );
+    table
+        .client()
+        .put_item()
+        .table_name(table.name())
+        .set_item(Some(damaged))
+        .send()
+        .await
+        .unwrap();
+
+    let res = app.oneshot(big()).await.unwrap();
+    assert!(res.from_cache());
+    let mut body_stream = res.into_body();
+    let mut got = Vec::new();
+    let mut failed = false;
+    while let Some(frame) = body_stream.frame().await {
+        match frame {
+            Ok(frame) => got.extend_from_slice(&frame.into_data().unwrap()),
+            Err(_) => {
+                failed = true;
+                break;
+            }
+        }
+    }
+    assert!(failed, "the body ends with an error");
+    assert!(got.len() < BIG, "never the whole length: {}", got.len());
+    assert!(
+        body.starts_with(&got),
+        "what was sent is the stored body's start"
+    );
+}
+
+async fn signed_large_bodies_are_verified_whole_before_they_are_sent(engine: Engine) {
+    let Some(table) = common::table(engine).await else {
+        return;
+    };
+    let body = noise();
+    let calls = Calls {
+        op: "BatchGetItem",
+        seen: Default::default(),
+    };
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(calls.clone()));
+    let cache = builder()
+        .secret_keys([b"0123456789abcdef0123456789abcdef"])
+        .build(table.clone())
+        .unwrap();
+    let before = calls.count();
+    let res = stored_then_hit(&table, cache, &body).await;
+    let at_answer = calls.count() - before;
+    assert!(
+        at_answer >= 9,
+        "every chunk read before the answer: {at_answer}"
+    );
+    assert!(res.into_body().collect().await.unwrap().to_bytes() == body);
+}
+
+/// The partition keys of chunk items.
+async fn chunk_keys(table: &Table) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut start = None;
+    loop {
+        let page = table
+            .client()
+            .scan()
+            .table_name(table.name())
+            .projection_expression("#k")
+            .expression_attribute_names("#k", table.key_attribute())
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .unwrap();
+        for item in page.items() {
+            let pk = item[table.key_attribute()].as_s().unwrap();
+            if pk.contains('!') {
+                keys.push(pk.clone());
+            }
+        }
+        start = page.last_evaluated_key().cloned();
+        if start.is_none() {
+            return keys;
+        }
+    }
+}
+
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "current_thread")]
+                async fn $name() {
+                    super::$name(super::Engine::Embedded).await;
+                }
+            )*
+        }
+        mod dynamodb_local {
+            $(
+                #[tokio::test(flavor = "current_thread")]
+                async fn $name() {
+                    super::$name(super::Engine::DynamoDbLocal).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_engines!(
+    large_cached_bodies_stream_from_their_chunks,
+    a_damaged_chunk_ends_the_body_with_an_error,
+    signed_large_bodies_are_verified_whole_before_they_are_sent,
+);
