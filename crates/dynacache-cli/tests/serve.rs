@@ -77,6 +77,16 @@ impl Drop for Proxy {
 }
 
 impl Proxy {
+    /// Stops it as an orchestrator would (SIGTERM: requests in flight and the cache's writes
+    /// finish) and waits for it to exit.
+    fn stop(mut self) {
+        // SAFETY: a plain kill(2) of our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+    }
+
     /// Starts a proxy with these connection and serve arguments; waits until it listens.
     fn start(connection: &[String], serve: &[&str]) -> Proxy {
         let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("dynacache"));
@@ -201,6 +211,22 @@ impl Origin {
                 }),
             )
             .route(
+                "/big-cached",
+                get(|| async {
+                    // 24 MiB of noise (stored uncompressed, in chunks), the same every time.
+                    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+                    let body: Vec<u8> = (0..BIG_CACHED)
+                        .map(|_| {
+                            x ^= x << 13;
+                            x ^= x >> 7;
+                            x ^= x << 17;
+                            x as u8
+                        })
+                        .collect();
+                    ([("cache-control", "max-age=600")], body)
+                }),
+            )
+            .route(
                 "/tagged",
                 get(|| async {
                     (
@@ -276,6 +302,7 @@ on_both_engines!(
     proxies_caches_and_forwards_like_a_reverse_proxy,
     two_proxies_on_one_table_are_one_cache_and_purges_reach_both,
     large_uncacheable_bodies_stream_with_flat_memory,
+    large_cached_bodies_stream_from_their_chunks_with_flat_memory,
     origin_failures_are_502_and_504_and_sigterm_finishes_requests,
     sites_from_a_config_file_are_routed_by_host,
 );
@@ -504,6 +531,100 @@ fn large_uncacheable_bodies_stream_with_flat_memory(engine: Engine) {
     assert!(
         grew < 32 << 20,
         "the proxy's peak memory grew by {} MiB while streaming 100 MiB",
+        grew >> 20
+    );
+}
+
+const BIG_CACHED: usize = 24 << 20;
+
+/// Hits on a large cached body stream from its chunks: in a proxy started after the body was
+/// stored (so that storing it is not in its peak memory), three concurrent hits of 24 MiB,
+/// whose readers wait until all have their headers, leave the peak memory about flat (read
+/// whole, they would hold 72 MiB at once).
+fn large_cached_bodies_stream_from_their_chunks_with_flat_memory(engine: Engine) {
+    let origin = Origin::default();
+    let base = origin.start();
+    let table = unique_table();
+    let read_all = |res: reqwest::blocking::Response| -> Vec<u8> {
+        let mut res = res;
+        let mut body = Vec::with_capacity(BIG_CACHED);
+        let status = format!("{:?}", res.headers().get("cache-status"));
+        std::io::Read::read_to_end(&mut res, &mut body)
+            .unwrap_or_else(|e| panic!("{status}: {e} after {} bytes", body.len()));
+        body
+    };
+    let stored = {
+        // No in-process tier: a hit is a hit in the table.
+        let proxy = Proxy::start(
+            &engine.args(&table),
+            &["--origin", &base, "--memory-mib", "0"],
+        );
+        let http = client();
+        // A proxy is keyed on the host it is asked for: both are asked for one name.
+        let get = || {
+            http.get(proxy.url("/big-cached"))
+                .header("host", "big.example")
+                .send()
+                .unwrap()
+        };
+        let stored = read_all(get());
+        assert_eq!(stored.len(), BIG_CACHED);
+        // Stored once its writes have landed: wait for a hit.
+        let mut hit = false;
+        for _ in 0..100 {
+            let res = get();
+            hit = res.headers()["cache-status"]
+                .to_str()
+                .unwrap()
+                .contains("hit");
+            assert!(read_all(res) == stored);
+            if hit {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(hit, "stored");
+        // Writes of a miss that raced the first store land before the proxy stops.
+        proxy.stop();
+        stored
+    };
+    let proxy = Proxy::start(&engine.args(&table), &["--origin", &base]);
+    // Warm: one hit first (connections, thread arenas, the engine's caches).
+    let warm = client()
+        .get(proxy.url("/big-cached"))
+        .header("host", "big.example")
+        .send()
+        .unwrap();
+    assert!(read_all(warm) == stored);
+    let before = proxy.peak_memory();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(3));
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let (url, barrier) = (proxy.url("/big-cached"), barrier.clone());
+            std::thread::spawn(move || {
+                let res = client()
+                    .get(url)
+                    .header("host", "big.example")
+                    .send()
+                    .unwrap();
+                let status = res.headers()["cache-status"].to_str().unwrap().to_owned();
+                barrier.wait();
+                let mut res = res;
+                let mut body = Vec::new();
+                std::io::Read::read_to_end(&mut res, &mut body).unwrap();
+                (status, body)
+            })
+        })
+        .collect();
+    for reader in readers {
+        let (status, body) = reader.join().unwrap();
+        assert!(status.contains("hit"), "{status}");
+        assert!(body == stored);
+    }
+    let grew = proxy.peak_memory().saturating_sub(before);
+    assert!(
+        grew < 36 << 20,
+        "the proxy's peak memory grew by {} MiB for three hits of 24 MiB",
         grew >> 20
     );
 }

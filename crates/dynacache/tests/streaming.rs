@@ -250,6 +250,95 @@ async fn signed_large_bodies_are_verified_whole_before_they_are_sent(engine: Eng
     assert!(res.into_body().collect().await.unwrap().to_bytes() == body);
 }
 
+/// A response replaced while a hit streams it: the same bytes stored again (a refresh of an
+/// unchanged response) are followed to the end; other bytes end the body with an error.
+async fn a_body_replaced_while_streamed_is_followed_only_to_the_same_bytes(engine: Engine) {
+    let Some(table) = common::table(engine).await else {
+        return;
+    };
+    let calls = Arc::new(Mutex::new(0u64));
+    let changing = {
+        let calls = calls.clone();
+        Router::new().route(
+            "/big",
+            get(move || {
+                let calls = calls.clone();
+                async move {
+                    // The same noise for the first two fetches, other noise after.
+                    let mut n = calls.lock().unwrap();
+                    *n += 1;
+                    let mut rng = fastrand::Rng::with_seed(if *n <= 2 { 7 } else { *n });
+                    let body: Vec<u8> = (0..BIG).map(|_| rng.u8(..)).collect();
+                    ([("cache-control", "max-age=600")], body)
+                }
+            }),
+        )
+    };
+    let cache = builder().build(table.clone()).unwrap();
+    let app = changing.layer(CacheLayer::new(cache.clone()));
+    let body = noise();
+    let first = app.clone().oneshot(big()).await.unwrap();
+    assert!(first.into_body().collect().await.unwrap().to_bytes() == body);
+    cache.flush().await;
+    let refetch = || {
+        Request::get("/big")
+            .header("host", "app.example")
+            .header("cache-control", "no-cache")
+            .body(Body::empty())
+            .unwrap()
+    };
+
+    // Replaced by the same bytes (fetch 2) while streamed: followed.
+    let hit = app.clone().oneshot(big()).await.unwrap();
+    assert!(hit.from_cache());
+    let mut stream = hit.into_body();
+    let mut got = stream
+        .frame()
+        .await
+        .unwrap()
+        .unwrap()
+        .into_data()
+        .unwrap()
+        .to_vec();
+    let again = app.clone().oneshot(refetch()).await.unwrap();
+    assert!(!again.from_cache());
+    again.into_body().collect().await.unwrap();
+    cache.flush().await;
+    while let Some(frame) = stream.frame().await {
+        got.extend_from_slice(&frame.expect("followed to the end").into_data().unwrap());
+    }
+    assert!(got == body);
+
+    // Replaced by other bytes (fetch 3) while streamed: an error, after the old bytes only.
+    let hit = app.clone().oneshot(big()).await.unwrap();
+    assert!(hit.from_cache());
+    let mut stream = hit.into_body();
+    let mut got = stream
+        .frame()
+        .await
+        .unwrap()
+        .unwrap()
+        .into_data()
+        .unwrap()
+        .to_vec();
+    let other = app.clone().oneshot(refetch()).await.unwrap();
+    assert!(other.into_body().collect().await.unwrap().to_bytes() != body);
+    cache.flush().await;
+    let mut failed = false;
+    while let Some(frame) = stream.frame().await {
+        match frame {
+            Ok(frame) => got.extend_from_slice(&frame.into_data().unwrap()),
+            Err(_) => {
+                failed = true;
+                break;
+            }
+        }
+    }
+    assert!(failed, "other bytes cannot continue this body");
+    assert!(got.len() < BIG && body.starts_with(&got));
+    assert_eq!(*calls.lock().unwrap(), 3);
+}
+
 /// The partition keys of chunk items.
 async fn chunk_keys(table: &Table) -> Vec<String> {
     let mut keys = Vec::new();
@@ -303,4 +392,5 @@ on_both_engines!(
     large_cached_bodies_stream_from_their_chunks,
     a_damaged_chunk_ends_the_body_with_an_error,
     signed_large_bodies_are_verified_whole_before_they_are_sent,
+    a_body_replaced_while_streamed_is_followed_only_to_the_same_bytes,
 );

@@ -43,7 +43,7 @@ pub(crate) struct Found {
 
 /// Bodies in chunks at least this large are streamed from their chunks as they are sent (when
 /// they are stored uncompressed, signing is off, and the whole body is asked for), not read
-/// whole first: memory per response stays at about two batches of chunks (~6 MB).
+/// whole first: memory per response stays at a few MB (two chunks read at a time).
 pub(crate) const STREAMED_BODY_MIN: u64 = 4 * 1024 * 1024;
 
 /// Bytes `start..=end` of a body of `len` bytes.

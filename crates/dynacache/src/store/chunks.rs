@@ -31,6 +31,9 @@ const CHUNKS_PER_CALL: usize = 8;
 /// Chunks younger than this may belong to a write in progress; vacuum leaves them.
 const VACUUM_MIN_AGE: Duration = Duration::from_secs(15 * 60);
 
+/// Chunks read per call when a value is streamed (about 700 KB): with one part waiting for
+/// the reader and one being read, a stream holds a few MB whatever the value's size.
+const STREAMED_CHUNKS_PER_CALL: u32 = 2;
 /// Chunk batches in flight at once for one read (each at most `CHUNKS_PER_CALL` chunks).
 const CHUNK_CALLS_IN_FLIGHT: usize = 4;
 /// Bytes of a chunk's own SHA-256 kept in the chunk item.
@@ -316,8 +319,8 @@ impl Store {
         }
     }
 
-    /// A chunked payload as a stream of parts, read a batch of chunks at a time (one batch
-    /// read ahead, so memory stays at about two batches whatever the size): each chunk is
+    /// A chunked payload as a stream of parts, read two chunks at a time (one part read
+    /// ahead, so memory stays at a few MB whatever the size): each chunk is
     /// checked against its own checksum before its bytes are sent, and the whole against the
     /// head's digest at the end. The stream ends with an error, never early and never with
     /// wrong bytes, when a chunk is missing (the value was replaced meanwhile) or damaged.
@@ -336,7 +339,7 @@ impl Store {
         let store = self.clone();
         let pk = key.pk.clone();
         tokio::spawn(async move {
-            if let Err(e) = store.send_chunks(&pk, &head, &tx).await {
+            if let Err(e) = store.send_chunks(&pk, head, &tx).await {
                 let _ = tx.send(Err(e)).await;
             }
         });
@@ -348,20 +351,34 @@ impl Store {
     async fn send_chunks(
         &self,
         pk: &str,
-        head: &Head,
+        mut head: Head,
         tx: &tokio::sync::mpsc::Sender<Result<bytes::Bytes>>,
     ) -> Result<()> {
         use sha2::Digest;
         let mut digest = sha2::Sha256::new();
         let mut sent = 0usize;
         let mut next = 0u32;
+        let mut follows = 0;
         while next < head.count {
-            let end = head.count.min(next.saturating_add(CHUNKS_PER_CALL as u32));
-            let Some(part) = self.fetch_chunks(pk, head, next..end, false).await? else {
-                return Err(Error::corrupt(
-                    pk,
-                    "a chunk is gone: the value was replaced while it was streamed",
-                ));
+            let end = head
+                .count
+                .min(next.saturating_add(STREAMED_CHUNKS_PER_CALL));
+            let Some(part) = self.fetch_chunks(pk, &head, next..end, false).await? else {
+                // Replaced meanwhile. The same bytes stored again (a refresh of an unchanged
+                // response) are followed from where the stream is; other bytes cannot be.
+                follows += 1;
+                match self.same_payload_again(pk, &head).await? {
+                    Some(again) if follows < READ_ATTEMPTS => {
+                        head = again;
+                        continue;
+                    }
+                    _ => {
+                        return Err(Error::corrupt(
+                            pk,
+                            "a chunk is gone: the value was replaced while it was streamed",
+                        ));
+                    }
+                }
             };
             digest.update(&part);
             sent += part.len();
@@ -377,6 +394,22 @@ impl Store {
             ));
         }
         Ok(())
+    }
+
+    /// The head now stored under `pk`, when it names other chunks of the very same payload as
+    /// `head` (same size, chunk size and digest).
+    async fn same_payload_again(&self, pk: &str, head: &Head) -> Result<Option<Head>> {
+        let Some(item) = self.inner.table.get_item(pk, None, true).await? else {
+            return Ok(None);
+        };
+        let Some(again) = Head::from_item(pk, &item, self.inner.max_value_size)? else {
+            return Ok(None);
+        };
+        let same = again.version != head.version
+            && again.size == head.size
+            && again.chunk_size == head.chunk_size
+            && again.sum == head.sum;
+        Ok(same.then_some(again))
     }
 
     /// Chunks `range` of a version in order, or `None` if any is missing. Fetches a few
