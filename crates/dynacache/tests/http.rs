@@ -30,6 +30,7 @@ conformance!(
     refresh_ahead_revalidates_hot_responses_before_they_expire,
     fleet_single_flight_sends_one_request_for_misses_in_four_processes,
     fleet_single_flight_lets_every_process_through_when_nothing_is_stored,
+    fleet_single_flight_shares_large_streamed_bodies_whole,
     a_cancelled_fleet_fetch_releases_its_lease,
     a_20_megabyte_body_is_cached_and_served_like_a_small_one,
     expires_headers_date_responses,
@@ -720,6 +721,46 @@ mod suite {
             }
             assert_eq!(origin.count(path), 1, "{path}");
         }
+    }
+
+    /// A large body (streamed from its chunks on hits) stored by one process of a fleet:
+    /// the requests waiting in the others, and those coalesced behind them, each get the whole
+    /// body (streamed), never an empty one.
+    pub async fn fleet_single_flight_shares_large_streamed_bodies_whole(table: Table) {
+        let origin = Origin::start().await;
+        let mut rng = fastrand::Rng::with_seed(11);
+        let body: Vec<u8> = (0..6 * 1024 * 1024).map(|_| rng.u8(..)).collect();
+        let path = origin.respond(
+            "big",
+            Reply::ok(body.clone())
+                .header("cache-control", "max-age=600")
+                .delay(Duration::from_millis(300)),
+        );
+        let flight = dynacache::FleetSingleFlight::new(Duration::from_secs(30));
+        let clients: Vec<CachedClient> = (0..3)
+            .map(|_| {
+                let cache = HttpCache::builder()
+                    .fleet_single_flight(flight)
+                    .write_wait(Duration::from_secs(60))
+                    .build(table.clone())
+                    .unwrap();
+                CachedClient::new(reqwest::Client::new(), cache)
+            })
+            .collect();
+        let mut tasks = Vec::new();
+        for i in 0..9 {
+            let client = clients[i % 3].clone();
+            let url = origin.url(&path);
+            tasks.push(tokio::spawn(async move {
+                let res = client.get(url).send().await.unwrap();
+                res.bytes().await.unwrap()
+            }));
+        }
+        for t in tasks {
+            let got = t.await.unwrap();
+            assert!(got == body, "a whole body, {} bytes", got.len());
+        }
+        assert_eq!(origin.count(&path), 1);
     }
 
     /// A response that may not be stored: the processes waiting on the lease go ahead when the

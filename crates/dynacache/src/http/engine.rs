@@ -643,7 +643,7 @@ impl HttpCache {
                             decision,
                             shared,
                         } => {
-                            leader.finish(Some(shared));
+                            leader.finish(shared);
                             bump(&self.inner.counters.coalesced);
                             crate::metrics::coalesced("http", "fleet");
                             return Ok(self.reply(
@@ -688,7 +688,7 @@ impl HttpCache {
                 chunks: None,
                 deferred: None,
                 part: None,
-                stream: None,
+                stream: shared.stream.clone(),
             };
             let decision = policy::decide(
                 &found.meta(),

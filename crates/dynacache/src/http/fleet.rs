@@ -28,7 +28,8 @@ pub(super) enum FleetTurn {
     Landed {
         found: Box<Found>,
         decision: Decision,
-        shared: Arc<Shared>,
+        /// What local followers may be answered with (not a part read for a range).
+        shared: Option<Arc<Shared>>,
     },
     /// Fetch, holding the lease when one was taken (release it after storing).
     Fetch(Option<HeldLease>),
@@ -134,13 +135,18 @@ impl HttpCache {
             .as_ref()
             .map(|index| variant_suffix(index, &incoming.parts.headers))
             .unwrap_or_default();
-        let shared = Arc::new(Shared {
-            key: found.key.clone(),
-            doc: found.doc.clone(),
-            index: found_lookup.index.clone(),
-            suffix,
+        // A part read for a range is this request's only; a streamed body is shared as its
+        // head, each follower streaming it.
+        let shared = found.part.is_none().then(|| {
+            Arc::new(Shared {
+                key: found.key.clone(),
+                doc: found.doc.clone(),
+                stream: found.stream.clone(),
+                index: found_lookup.index.clone(),
+                suffix,
+            })
         });
-        if found.part.is_none() {
+        if found.part.is_none() && found.stream.is_none() {
             self.remember(&found_lookup, &found);
         }
         Some(FleetTurn::Landed {

@@ -45,13 +45,7 @@ impl HttpCache {
         let mut extensions = http::Extensions::new();
         extensions.insert(facts);
         extensions.insert(StoredUrl(doc.url.clone()));
-        let streamed = found.stream.as_ref().map(|head| {
-            let len = crate::table::item::get_i64(head, crate::table::item::SIZE)
-                .and_then(|s| s.ok())
-                .unwrap_or(0)
-                .max(0) as u64;
-            (head, len)
-        });
+        let streamed = found.stream.as_ref().map(|s| (&s.head, s.len));
         let mut res = answer(
             doc.status,
             headers,

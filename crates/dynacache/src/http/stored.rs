@@ -36,9 +36,16 @@ pub(crate) struct Found {
     pub(crate) deferred: Option<Item>,
     /// The part of the body a range request needs, read alone.
     pub(crate) part: Option<Part>,
-    /// A large body left in its chunks, to be streamed from them as it is sent: the head
-    /// item naming them.
-    pub(crate) stream: Option<Item>,
+    /// A large body left in its chunks, to be streamed from them as it is sent.
+    pub(crate) stream: Option<Streamed>,
+}
+
+/// A body to stream from its chunks: the head attributes naming them (checked), and its
+/// length.
+#[derive(Debug, Clone)]
+pub(crate) struct Streamed {
+    pub(crate) head: Item,
+    pub(crate) len: u64,
 }
 
 /// Bodies in chunks at least this large are streamed from their chunks as they are sent (when
@@ -129,6 +136,8 @@ fn weight(found: &Found) -> usize {
 pub(crate) struct Shared {
     pub(crate) key: String,
     pub(crate) doc: StoredResponse,
+    /// The body, when it streams from its chunks (`doc` has none then).
+    pub(crate) stream: Option<Streamed>,
     pub(crate) index: Option<VaryIndex>,
     pub(crate) suffix: String,
 }
@@ -205,6 +214,11 @@ impl HttpCache {
         key: &str,
         found: &Found,
     ) {
+        // A body streamed from its chunks is not kept (it is not in `found`); its head is kept
+        // when it is looked up, and each hit streams again.
+        if found.stream.is_some() {
+            return;
+        }
         let insert = |key: String, kept: Kept, bytes: usize, expires: Option<i64>| match read {
             Some(read) => tier.insert_read(read, key, Arc::new(kept), bytes, expires),
             None => tier.insert(key, Arc::new(kept), bytes, expires),
@@ -358,8 +372,12 @@ impl HttpCache {
                 && len >= STREAMED_BODY_MIN
                 && incoming.parts.method == http::Method::GET
                 && !incoming.parts.headers.contains_key(http::header::RANGE)
+                // A head that does not check out is read (and found damaged) as before.
+                && let Ok(Some(size)) = store.streamable_size(&key, head)
+                && size == len
             {
-                return Ok(Some((None, None, Some(head.clone()))));
+                let head = head.clone();
+                return Ok(Some((None, None, Some(Streamed { head, len }))));
             }
             if raw
                 && let policy::RangeAnswer::Partial { start, end } = policy::evaluate_range(
@@ -568,6 +586,7 @@ impl HttpCache {
         let shared = Arc::new(Shared {
             key: key.clone(),
             doc: doc.clone(),
+            stream: None,
             index: index.clone(),
             suffix: suffix.clone(),
         });

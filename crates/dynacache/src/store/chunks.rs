@@ -356,16 +356,24 @@ impl Store {
     ) -> Result<()> {
         use sha2::Digest;
         let mut digest = sha2::Sha256::new();
-        let mut sent = 0usize;
+        let mut read = 0usize;
         let mut next = 0u32;
         let mut follows = 0;
+        // The last part is held back until the whole digest checks: once a reader has all the
+        // bytes its `Content-Length` announced, a later error could not reach it.
+        let mut held: Option<bytes::Bytes> = None;
         while next < head.count {
             let end = head
                 .count
                 .min(next.saturating_add(STREAMED_CHUNKS_PER_CALL));
-            let Some(part) = self.fetch_chunks(pk, &head, next..end, false).await? else {
-                // Replaced meanwhile. The same bytes stored again (a refresh of an unchanged
-                // response) are followed from where the stream is; other bytes cannot be.
+            let mut part = self.fetch_chunks(pk, &head, next..end, false).await?;
+            if part.is_none() {
+                // Not visible yet to an eventually consistent read, or replaced meanwhile.
+                part = self.fetch_chunks(pk, &head, next..end, true).await?;
+            }
+            let Some(part) = part else {
+                // Replaced: the same bytes stored again (a refresh of an unchanged response)
+                // are followed from where the stream is; other bytes cannot be.
                 follows += 1;
                 match self.same_payload_again(pk, &head).await? {
                     Some(again) if follows < READ_ATTEMPTS => {
@@ -381,19 +389,32 @@ impl Store {
                 }
             };
             digest.update(&part);
-            sent += part.len();
-            if tx.send(Ok(bytes::Bytes::from(part))).await.is_err() {
+            read += part.len();
+            if let Some(ready) = held.replace(bytes::Bytes::from(part))
+                && tx.send(Ok(ready)).await.is_err()
+            {
                 return Ok(()); // the reader has gone
             }
             next = end;
         }
-        if sent != head.size || digest.finalize().as_slice() != head.sum.as_slice() {
+        if read != head.size || digest.finalize().as_slice() != head.sum.as_slice() {
             return Err(Error::corrupt(
                 pk,
                 "chunks do not match their head's digest",
             ));
         }
+        if let Some(last) = held {
+            let _ = tx.send(Ok(last)).await;
+        }
         Ok(())
+    }
+
+    /// The size of the payload a head names, when it can be streamed: a valid head with a
+    /// recorded chunk size (heads written by old versions have none).
+    pub(crate) fn streamable_size(&self, key: &StoredKey, head: &Item) -> Result<Option<u64>> {
+        Ok(Head::from_item(&key.pk, head, self.inner.max_value_size)?
+            .filter(|h| h.chunk_size.is_some())
+            .map(|h| h.size as u64))
     }
 
     /// The head now stored under `pk`, when it names other chunks of the very same payload as
@@ -405,8 +426,10 @@ impl Store {
         let Some(again) = Head::from_item(pk, &item, self.inner.max_value_size)? else {
             return Ok(None);
         };
+        // Chunk boundaries must be the same for the stream to go on at the same index.
         let same = again.version != head.version
             && again.size == head.size
+            && again.chunk_size.is_some()
             && again.chunk_size == head.chunk_size
             && again.sum == head.sum;
         Ok(same.then_some(again))
