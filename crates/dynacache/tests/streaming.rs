@@ -167,41 +167,8 @@ async fn a_damaged_chunk_ends_the_body_with_an_error(engine: Engine) {
         .await
         .unwrap();
     cache.flush().await;
-    // Flip a byte in the 40th chunk (past the first batches): it no longer matches its own
-    // checksum.
-    let key = chunk_keys(&table)
-        .await
-        .into_iter()
-        .find(|k| k.ends_with("!40"))
-        .unwrap();
-    let item = table
-        .client()
-        .get_item()
-        .table_name(table.name())
-        .key(
-            table.key_attribute(),
-            aws_sdk_dynamodb::types::AttributeValue::S(key.clone()),
-        )
-        .send()
-        .await
-        .unwrap()
-        .item
-        .unwrap();
-    let mut data = item["d"].as_b().unwrap().clone().into_inner();
-    data[100] ^= 1;
-    let mut damaged = item.clone();
-    damaged.insert(
-        "d".into(),
-        aws_sdk_dynamodb::types::AttributeValue::B(data.into()),
-    );
-    table
-        .client()
-        .put_item()
-        .table_name(table.name())
-        .set_item(Some(damaged))
-        .send()
-        .await
-        .unwrap();
+    // The 40th chunk, past the first parts: the answer has started when it is read.
+    damage_chunk(&table, "!40").await;
 
     let res = app.oneshot(big()).await.unwrap();
     assert!(res.from_cache());
@@ -339,6 +306,71 @@ async fn a_body_replaced_while_streamed_is_followed_only_to_the_same_bytes(engin
     assert_eq!(*calls.lock().unwrap(), 3);
 }
 
+/// A body whose first chunks cannot be read is a miss answered whole from the origin, not a
+/// broken answer: the stream's first part is read before the answer is committed.
+async fn a_body_damaged_at_its_start_is_a_miss(engine: Engine) {
+    let Some(table) = common::table(engine).await else {
+        return;
+    };
+    let body = noise();
+    let cache = builder().build(table.clone()).unwrap();
+    let app = app(cache.clone(), body.clone());
+    app.clone()
+        .oneshot(big())
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap();
+    cache.flush().await;
+    damage_chunk(&table, "!0").await;
+    let res = app.oneshot(big()).await.unwrap();
+    assert!(!res.from_cache(), "a miss");
+    assert!(res.into_body().collect().await.unwrap().to_bytes() == body);
+    assert_eq!(
+        cache.stats().verification_failures + cache.stats().storage_errors,
+        1
+    );
+}
+
+/// Flips a byte in the chunk whose key ends with `suffix`: it no longer matches its checksum.
+async fn damage_chunk(table: &Table, suffix: &str) {
+    let key = chunk_keys(table)
+        .await
+        .into_iter()
+        .find(|k| k.ends_with(suffix))
+        .unwrap();
+    let item = table
+        .client()
+        .get_item()
+        .table_name(table.name())
+        .key(
+            table.key_attribute(),
+            aws_sdk_dynamodb::types::AttributeValue::S(key.clone()),
+        )
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    let mut data = item["d"].as_b().unwrap().clone().into_inner();
+    data[100] ^= 1;
+    let mut damaged = item.clone();
+    damaged.insert(
+        "d".into(),
+        aws_sdk_dynamodb::types::AttributeValue::B(data.into()),
+    );
+    table
+        .client()
+        .put_item()
+        .table_name(table.name())
+        .set_item(Some(damaged))
+        .send()
+        .await
+        .unwrap();
+}
+
 /// The partition keys of chunk items.
 async fn chunk_keys(table: &Table) -> Vec<String> {
     let mut keys = Vec::new();
@@ -393,4 +425,5 @@ on_both_engines!(
     a_damaged_chunk_ends_the_body_with_an_error,
     signed_large_bodies_are_verified_whole_before_they_are_sent,
     a_body_replaced_while_streamed_is_followed_only_to_the_same_bytes,
+    a_body_damaged_at_its_start_is_a_miss,
 );

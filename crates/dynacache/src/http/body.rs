@@ -37,7 +37,11 @@ pin_project_lite::pin_project! {
         Full { bytes: Option<Bytes> },
         Streaming { prefix: Option<Bytes>, #[pin] rest: B },
         Broken { error: Option<BoxError> },
-        Stored { rx: tokio::sync::mpsc::Receiver<crate::Result<Bytes>>, remaining: u64 },
+        Stored {
+            first: Option<Bytes>,
+            rx: tokio::sync::mpsc::Receiver<crate::Result<Bytes>>,
+            remaining: u64,
+        },
     }
 }
 
@@ -72,9 +76,17 @@ impl<B> CacheBody<B> {
 
     /// A body of `len` bytes streamed from its chunks in the table (see
     /// `Store::stream_chunks`): fails, rather than ending early, when they cannot be read.
-    pub(crate) fn stored(len: u64, rx: tokio::sync::mpsc::Receiver<crate::Result<Bytes>>) -> Self {
+    pub(crate) fn stored(
+        len: u64,
+        first: Option<Bytes>,
+        rx: tokio::sync::mpsc::Receiver<crate::Result<Bytes>>,
+    ) -> Self {
         CacheBody {
-            kind: Kind::Stored { rx, remaining: len },
+            kind: Kind::Stored {
+                first,
+                rx,
+                remaining: len,
+            },
         }
     }
 
@@ -108,7 +120,15 @@ where
                 rest.poll_frame(cx).map_err(Into::into)
             }
             KindProj::Broken { error } => Poll::Ready(error.take().map(Err)),
-            KindProj::Stored { rx, remaining } => match rx.poll_recv(cx) {
+            KindProj::Stored {
+                first,
+                rx,
+                remaining,
+            } => match first
+                .take()
+                .map(|b| Some(Ok(b)))
+                .map_or_else(|| rx.poll_recv(cx), Poll::Ready)
+            {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(Some(Ok(bytes))) => {
                     *remaining = remaining.saturating_sub(bytes.len() as u64);

@@ -141,7 +141,7 @@ impl HttpCache {
             Arc::new(Shared {
                 key: found.key.clone(),
                 doc: found.doc.clone(),
-                stream: found.stream.clone(),
+                stream: found.stream.as_ref().map(|s| s.unstarted()),
                 index: found_lookup.index.clone(),
                 suffix,
             })

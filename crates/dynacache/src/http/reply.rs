@@ -45,31 +45,38 @@ impl HttpCache {
         let mut extensions = http::Extensions::new();
         extensions.insert(facts);
         extensions.insert(StoredUrl(doc.url.clone()));
-        let streamed = found.stream.as_ref().map(|s| (&s.head, s.len));
+        let streamed = found.stream.as_ref();
         let mut res = answer(
             doc.status,
             headers,
             doc.body.clone(),
             found.part.as_ref(),
-            streamed.map(|(_, len)| len),
+            streamed.map(|s| s.len),
             incoming,
             doc.received_ms,
             now,
             extensions,
         );
         // A body left in its chunks streams from them, when the answer has a body.
-        if let Some((head, _)) = streamed
+        if let Some(streamed) = streamed
             && res.status() != StatusCode::NOT_MODIFIED
             && incoming.parts.method != Method::HEAD
         {
+            let started = streamed
+                .started
+                .as_ref()
+                .and_then(|s| s.lock().unwrap_or_else(|e| e.into_inner()).take());
             let store = &self.inner.store;
-            let body = store
-                .key(found.key.as_bytes())
-                .and_then(|key| store.stream_chunks(&key, head));
-            *res.body_mut() = match body {
-                Ok(Some((len, rx))) => CacheBody::stored(len, rx),
-                Ok(None) => CacheBody::broken("the stored body has no chunks".into()),
-                Err(e) => CacheBody::broken(Box::new(e)),
+            *res.body_mut() = match started {
+                Some(s) => CacheBody::stored(streamed.len, Some(s.first), s.rest),
+                None => match store
+                    .key(found.key.as_bytes())
+                    .and_then(|key| store.stream_chunks(&key, &streamed.head))
+                {
+                    Ok(Some((len, rx))) => CacheBody::stored(len, None, rx),
+                    Ok(None) => CacheBody::broken("the stored body has no chunks".into()),
+                    Err(e) => CacheBody::broken(Box::new(e)),
+                },
             };
         }
         res

@@ -46,6 +46,27 @@ pub(crate) struct Found {
 pub(crate) struct Streamed {
     pub(crate) head: Item,
     pub(crate) len: u64,
+    /// The stream `ready` started for this request, its first part read (so that a body that
+    /// cannot be read is a miss, not a broken answer); `reply` takes it.
+    pub(crate) started: Option<Arc<std::sync::Mutex<Option<StartedStream>>>>,
+}
+
+impl Streamed {
+    /// The same body, for another request to stream on its own.
+    pub(crate) fn unstarted(&self) -> Streamed {
+        Streamed {
+            head: self.head.clone(),
+            len: self.len,
+            started: None,
+        }
+    }
+}
+
+/// A stream of a body's chunks, its first part already read.
+#[derive(Debug)]
+pub(crate) struct StartedStream {
+    pub(crate) first: Bytes,
+    pub(crate) rest: tokio::sync::mpsc::Receiver<crate::Result<Bytes>>,
 }
 
 /// Bodies in chunks at least this large are streamed from their chunks as they are sent (when
@@ -376,8 +397,26 @@ impl HttpCache {
                 && let Ok(Some(size)) = store.streamable_size(&key, head)
                 && size == len
             {
-                let head = head.clone();
-                return Ok(Some((None, None, Some(Streamed { head, len }))));
+                let Some((_, mut rest)) = store.stream_chunks(&key, head)? else {
+                    return Ok(None);
+                };
+                // The first part is read before the answer is committed: a body replaced or
+                // damaged from the start is a miss, as a whole read would make it.
+                let first = match rest.recv().await {
+                    Some(Ok(first)) => first,
+                    Some(Err(e)) => return Err(e),
+                    None => return Ok(None),
+                };
+                let started = StartedStream { first, rest };
+                return Ok(Some((
+                    None,
+                    None,
+                    Some(Streamed {
+                        head: head.clone(),
+                        len,
+                        started: Some(Arc::new(std::sync::Mutex::new(Some(started)))),
+                    }),
+                )));
             }
             if raw
                 && let policy::RangeAnswer::Partial { start, end } = policy::evaluate_range(
