@@ -211,7 +211,7 @@ impl Store {
                 .ok_or_else(|| Error::corrupt(&key.pk, "the item has no value format"))?
                 .to_owned();
             if let Some(data) = self
-                .fetch_chunks(&key.pk, &head, 0..head.count, consistent)
+                .fetch_chunks(&key.pk, &head, 0..head.count, consistent, false)
                 .await?
             {
                 if data.len() != head.size || checksum(&data) != head.sum {
@@ -265,7 +265,7 @@ impl Store {
             .ok_or_else(|| Error::corrupt(&key.pk, "the item has no value format"))?
             .to_owned();
         match self
-            .fetch_chunks(&key.pk, &head, 0..head.count, true)
+            .fetch_chunks(&key.pk, &head, 0..head.count, true, false)
             .await?
         {
             Some(data) if data.len() == head.size && checksum(&data) == head.sum => {
@@ -302,7 +302,7 @@ impl Store {
         let first = (start / cz as u64) as u32;
         let last = (end / cz as u64) as u32;
         let Some(data) = self
-            .fetch_chunks(&key.pk, &head, first..last + 1, false)
+            .fetch_chunks(&key.pk, &head, first..last + 1, false, true)
             .await?
         else {
             return Ok(None);
@@ -366,10 +366,10 @@ impl Store {
             let end = head
                 .count
                 .min(next.saturating_add(STREAMED_CHUNKS_PER_CALL));
-            let mut part = self.fetch_chunks(pk, &head, next..end, false).await?;
+            let mut part = self.fetch_chunks(pk, &head, next..end, false, true).await?;
             if part.is_none() {
                 // Not visible yet to an eventually consistent read, or replaced meanwhile.
-                part = self.fetch_chunks(pk, &head, next..end, true).await?;
+                part = self.fetch_chunks(pk, &head, next..end, true, true).await?;
             }
             let Some(part) = part else {
                 // Replaced: the same bytes stored again (a refresh of an unchanged response)
@@ -436,14 +436,16 @@ impl Store {
     }
 
     /// Chunks `range` of a version in order, or `None` if any is missing. Fetches a few
-    /// batches at a time, checks each chunk's own checksum, and never assembles more than the
-    /// head's size.
+    /// batches at a time, checks each chunk's own checksum when `check_each` (parts read
+    /// alone; a whole payload is checked against the head's digest instead, one SHA-256 pass
+    /// rather than two), and never assembles more than the head's size.
     async fn fetch_chunks(
         &self,
         pk: &str,
         head: &Head,
         range: std::ops::Range<u32>,
         consistent: bool,
+        check_each: bool,
     ) -> Result<Option<Vec<u8>>> {
         let ns = &self.inner.namespace;
         let table = &self.inner.table;
@@ -490,7 +492,8 @@ impl Store {
                 let Some(piece) = take_b(&mut chunk, item::DATA) else {
                     return Ok(None);
                 };
-                if get_b(&chunk, item::CHECKSUM) != Some(chunk_sum(&piece).as_slice()) {
+                if check_each && get_b(&chunk, item::CHECKSUM) != Some(chunk_sum(&piece).as_slice())
+                {
                     return Err(Error::corrupt(pk, "a chunk does not match its checksum"));
                 }
                 if data.len() + piece.len() > head.size {
