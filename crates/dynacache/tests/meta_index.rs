@@ -6,52 +6,12 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
 
 use dynacache::{Cache, Table, TableBuilder};
 use futures::TryStreamExt;
-use tracing::Subscriber;
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id};
-use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
-use tracing_subscriber::registry::LookupSpan;
 
 use crate::common::Engine;
-
-/// Records the DynamoDB operation of each storage call (`op` of `dynacache.storage` spans).
-#[derive(Clone, Default)]
-struct Calls(Arc<Mutex<Vec<String>>>);
-
-struct OpField<'a>(&'a mut Option<String>);
-
-impl Visit for OpField<'_> {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "op" {
-            *self.0 = Some(value.to_owned());
-        }
-    }
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "op" {
-            *self.0 = Some(format!("{value:?}").trim_matches('"').to_owned());
-        }
-    }
-}
-
-impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Calls {
-    fn on_new_span(&self, attrs: &Attributes<'_>, _id: &Id, _ctx: Context<'_, S>) {
-        if attrs.metadata().name() == "dynacache.storage" {
-            let mut op = None;
-            attrs.record(&mut OpField(&mut op));
-            self.0.lock().unwrap().extend(op);
-        }
-    }
-}
-
-impl Calls {
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.0.lock().unwrap())
-    }
-}
+use crate::common::calls::StorageCalls;
 
 fn count(calls: &[String], op: &str) -> usize {
     calls.iter().filter(|c| *c == op).count()
@@ -95,13 +55,6 @@ async fn fill(table: &Table) -> BTreeSet<String> {
     want
 }
 
-fn with_calls() -> (Calls, tracing::subscriber::DefaultGuard) {
-    let calls = Calls::default();
-    let guard =
-        tracing::subscriber::set_default(tracing_subscriber::registry().with(calls.clone()));
-    (calls, guard)
-}
-
 async fn new_table(engine: Engine, with_index: bool) -> Option<Table> {
     let builder: TableBuilder = common::builder(engine)?;
     Some(builder.meta_index(with_index).open().await.unwrap())
@@ -111,7 +64,7 @@ async fn a_new_table_lists_from_the_index(engine: Engine) {
     let Some(table) = new_table(engine, true).await else {
         return;
     };
-    let (calls, _guard) = with_calls();
+    let (calls, _guard) = StorageCalls::install();
     let want = fill(&table).await;
     let a = kv(&table, "a");
     calls.take();
@@ -153,7 +106,7 @@ async fn an_old_table_is_scanned_until_reindexed(engine: Engine) {
     }
     let want = fill(&table).await;
     // What versions before the index wrote: heads without the index attribute.
-    let heads: Vec<String> = all_pks(&table)
+    let heads: Vec<String> = common::all_partition_keys(&table)
         .await
         .into_iter()
         .filter(|pk| pk.starts_with("a:") || pk.starts_with("a#") || pk.starts_with("b:"))
@@ -173,7 +126,7 @@ async fn an_old_table_is_scanned_until_reindexed(engine: Engine) {
             .unwrap();
     }
     let a = kv(&table, "a");
-    let (calls, _guard) = with_calls();
+    let (calls, _guard) = StorageCalls::install();
     assert_eq!(keys(&a).await, want);
     assert!(count(&calls.take(), "Scan") > 0, "no index: listings scan");
 
@@ -222,7 +175,7 @@ async fn an_old_table_is_scanned_until_reindexed(engine: Engine) {
         count(&made, "Scan"),
         0,
         "{made:?} {:?}",
-        all_pks(&table).await
+        common::all_partition_keys(&table).await
     );
 }
 
@@ -233,7 +186,7 @@ async fn a_marker_without_the_index_still_scans(engine: Engine) {
     let want = fill(&table).await;
     table.reindex(&[]).await.unwrap(); // markers, but no index to read
     let a = kv(&table, "a");
-    let (calls, _guard) = with_calls();
+    let (calls, _guard) = StorageCalls::install();
     assert_eq!(keys(&a).await, want);
     assert_eq!(a.len().await.unwrap(), want.len() as u64);
     assert!(count(&calls.take(), "Scan") > 0);
@@ -246,7 +199,7 @@ async fn copies_and_clears_keep_the_index_complete(engine: Engine) {
     let want = fill(&table).await;
     let (a, c) = (kv(&table, "a"), kv(&table, "c"));
     a.copy_to(&c, |_| {}).await.unwrap();
-    let (calls, _guard) = with_calls();
+    let (calls, _guard) = StorageCalls::install();
     assert_eq!(
         keys(&c).await,
         want,
@@ -277,22 +230,6 @@ async fn delete_item(table: &Table, pk: &str) {
         .unwrap();
 }
 
-async fn all_pks(table: &Table) -> Vec<String> {
-    let out = table
-        .client()
-        .scan()
-        .table_name(table.name())
-        .send()
-        .await
-        .unwrap();
-    assert!(out.last_evaluated_key.is_none(), "one page is enough here");
-    out.items
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|i| i.get(table.key_attribute())?.as_s().ok().cloned())
-        .collect()
-}
-
 /// Another handle on the same table (a process that starts afresh).
 async fn reopen(table: &Table, engine: Engine) -> Table {
     match engine {
@@ -312,27 +249,6 @@ async fn reopen(table: &Table, engine: Engine) -> Table {
             .await
             .unwrap(),
     }
-}
-
-macro_rules! on_both_engines {
-    ($($name:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "current_thread")]
-                async fn $name() {
-                    super::$name(super::Engine::Embedded).await;
-                }
-            )*
-        }
-        mod dynamodb_local {
-            $(
-                #[tokio::test(flavor = "current_thread")]
-                async fn $name() {
-                    super::$name(super::Engine::DynamoDbLocal).await;
-                }
-            )*
-        }
-    };
 }
 
 on_both_engines!(

@@ -18,56 +18,14 @@ use dynacache::Table;
 use dynacache::http::{CacheFactsExt, CacheLayer, HttpCache, HttpCacheBuilder};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
-use tracing::Subscriber;
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id};
-use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
-use tracing_subscriber::registry::LookupSpan;
 
 use crate::common::Engine;
+use crate::common::calls::StorageCalls;
 
 /// 24 MiB of noise: stored uncompressed, in about 70 chunks (9 batches of reads).
 const BIG: usize = 24 * 1024 * 1024;
 
-/// Counts `dynacache.storage` spans of one DynamoDB operation.
-#[derive(Clone)]
-struct Calls {
-    op: &'static str,
-    seen: Arc<Mutex<usize>>,
-}
-
-struct Op(Option<String>);
-
-impl Visit for Op {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "op" {
-            self.0 = Some(value.to_owned());
-        }
-    }
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "op" {
-            self.0 = Some(format!("{value:?}").trim_matches('"').to_owned());
-        }
-    }
-}
-
-impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Calls {
-    fn on_new_span(&self, attrs: &Attributes<'_>, _id: &Id, _ctx: Context<'_, S>) {
-        if attrs.metadata().name() == "dynacache.storage" {
-            let mut op = Op(None);
-            attrs.record(&mut op);
-            if op.0.as_deref() == Some(self.op) {
-                *self.seen.lock().unwrap() += 1;
-            }
-        }
-    }
-}
-
-impl Calls {
-    fn count(&self) -> usize {
-        *self.seen.lock().unwrap()
-    }
-}
+const BATCH_GET: &str = "BatchGetItem";
 
 fn noise() -> Bytes {
     let mut rng = fastrand::Rng::with_seed(7);
@@ -128,17 +86,12 @@ async fn large_cached_bodies_stream_from_their_chunks(engine: Engine) {
         return;
     };
     let body = noise();
-    let calls = Calls {
-        op: "BatchGetItem",
-        seen: Default::default(),
-    };
-    let _guard =
-        tracing::subscriber::set_default(tracing_subscriber::registry().with(calls.clone()));
+    let (calls, _guard) = StorageCalls::install();
     let cache = builder().build(table.clone()).unwrap();
-    let before = calls.count();
+    let before = calls.count(BATCH_GET);
     let mut res = stored_then_hit(&table, cache, &body).await.into_body();
     let first = res.frame().await.unwrap().unwrap().into_data().unwrap();
-    let at_first = calls.count() - before;
+    let at_first = calls.count(BATCH_GET) - before;
     assert!(
         at_first <= 3,
         "the answer starts after the first batches of chunks, not all 9: {at_first}"
@@ -148,7 +101,10 @@ async fn large_cached_bodies_stream_from_their_chunks(engine: Engine) {
         got.extend_from_slice(&frame.unwrap().into_data().unwrap());
     }
     assert!(got == body, "every byte, in order");
-    assert!(calls.count() - before >= 9, "then every batch is read");
+    assert!(
+        calls.count(BATCH_GET) - before >= 9,
+        "then every batch is read"
+    );
 }
 
 async fn a_damaged_chunk_ends_the_body_with_an_error(engine: Engine) {
@@ -197,19 +153,14 @@ async fn signed_large_bodies_are_verified_whole_before_they_are_sent(engine: Eng
         return;
     };
     let body = noise();
-    let calls = Calls {
-        op: "BatchGetItem",
-        seen: Default::default(),
-    };
-    let _guard =
-        tracing::subscriber::set_default(tracing_subscriber::registry().with(calls.clone()));
+    let (calls, _guard) = StorageCalls::install();
     let cache = builder()
         .secret_keys([b"0123456789abcdef0123456789abcdef"])
         .build(table.clone())
         .unwrap();
-    let before = calls.count();
+    let before = calls.count(BATCH_GET);
     let res = stored_then_hit(&table, cache, &body).await;
-    let at_answer = calls.count() - before;
+    let at_answer = calls.count(BATCH_GET) - before;
     assert!(
         at_answer >= 9,
         "every chunk read before the answer: {at_answer}"
@@ -373,51 +324,9 @@ async fn damage_chunk(table: &Table, suffix: &str) {
 
 /// The partition keys of chunk items.
 async fn chunk_keys(table: &Table) -> Vec<String> {
-    let mut keys = Vec::new();
-    let mut start = None;
-    loop {
-        let page = table
-            .client()
-            .scan()
-            .table_name(table.name())
-            .projection_expression("#k")
-            .expression_attribute_names("#k", table.key_attribute())
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .unwrap();
-        for item in page.items() {
-            let pk = item[table.key_attribute()].as_s().unwrap();
-            if pk.contains('!') {
-                keys.push(pk.clone());
-            }
-        }
-        start = page.last_evaluated_key().cloned();
-        if start.is_none() {
-            return keys;
-        }
-    }
-}
-
-macro_rules! on_both_engines {
-    ($($name:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "current_thread")]
-                async fn $name() {
-                    super::$name(super::Engine::Embedded).await;
-                }
-            )*
-        }
-        mod dynamodb_local {
-            $(
-                #[tokio::test(flavor = "current_thread")]
-                async fn $name() {
-                    super::$name(super::Engine::DynamoDbLocal).await;
-                }
-            )*
-        }
-    };
+    let mut keys = common::all_partition_keys(table).await;
+    keys.retain(|pk| pk.contains('!'));
+    keys
 }
 
 on_both_engines!(

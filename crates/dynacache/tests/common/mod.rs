@@ -2,6 +2,7 @@
 //! DynamoDB Local (started by `scripts/test`, which sets `DYNACACHE_TEST_DYNAMODB_LOCAL`).
 #![allow(dead_code)]
 
+pub mod calls;
 pub mod origin;
 
 use dynacache::{Table, TableBuilder};
@@ -43,6 +44,32 @@ pub async fn table(engine: Engine) -> Option<Table> {
     Some(builder(engine)?.open().await.expect("open table"))
 }
 
+/// Every partition key in the table, read with the raw SDK (a Scan to the last page).
+pub async fn all_partition_keys(table: &Table) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut start = None;
+    loop {
+        let page = table
+            .client()
+            .scan()
+            .table_name(table.name())
+            .projection_expression("#k")
+            .expression_attribute_names("#k", table.key_attribute())
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("scan the table");
+        for item in page.items() {
+            keys.extend(item[table.key_attribute()].as_s().ok().cloned());
+        }
+        start = page.last_evaluated_key().cloned();
+        if start.is_none() {
+            return keys;
+        }
+    }
+}
+
 /// Generates one `#[tokio::test]` per engine for each suite function `suite::NAME(Table)`.
 #[macro_export]
 macro_rules! conformance {
@@ -63,6 +90,31 @@ macro_rules! conformance {
                     if let Some(t) = $crate::common::table($crate::common::Engine::DynamoDbLocal).await {
                         super::suite::$name(t).await;
                     }
+                }
+            )*
+        }
+    };
+}
+
+/// Generates one current-thread `#[tokio::test]` per engine for each function
+/// `NAME(Engine)` of the test file (for tests that open their own tables, or record spans on
+/// their own thread).
+#[macro_export]
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "current_thread")]
+                async fn $name() {
+                    super::$name($crate::common::Engine::Embedded).await;
+                }
+            )*
+        }
+        mod dynamodb_local {
+            $(
+                #[tokio::test(flavor = "current_thread")]
+                async fn $name() {
+                    super::$name($crate::common::Engine::DynamoDbLocal).await;
                 }
             )*
         }
