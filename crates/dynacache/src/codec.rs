@@ -88,9 +88,41 @@ pub(crate) fn decode<T: DeserializeOwned>(
     };
     rmp_serde::from_slice(bytes).map_err(|e| Error::Deserialize {
         key: key.to_owned(),
-        source: Box::new(e),
+        source: if is_python_pickle(bytes) {
+            Box::new(PythonPickle)
+        } else {
+            Box::new(e)
+        },
     })
 }
+
+/// The MessagePack extension type that marks a Python object stored with `pickle=True` by the
+/// `dynacache` Python package: the whole value is `ext(80, pickle bytes)`.
+pub const PYTHON_PICKLE_EXT: i8 = 80;
+
+/// Whether MessagePack bytes are one extension value of type [`PYTHON_PICKLE_EXT`].
+fn is_python_pickle(data: &[u8]) -> bool {
+    let type_at = match data.first() {
+        Some(0xd4..=0xd8) => 1, // fixext 1, 2, 4, 8, 16
+        Some(0xc7) => 2,        // ext 8
+        Some(0xc8) => 3,        // ext 16
+        Some(0xc9) => 5,        // ext 32
+        _ => return false,
+    };
+    data.get(type_at) == Some(&(PYTHON_PICKLE_EXT as u8))
+}
+
+/// Why a pickled Python object does not decode in Rust.
+#[derive(Debug)]
+struct PythonPickle;
+
+impl std::fmt::Display for PythonPickle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the value is a Python object stored with pickle=True: only Python can read it")
+    }
+}
+
+impl std::error::Error for PythonPickle {}
 
 /// The MessagePack bytes of a stored payload (decompressed when it was compressed), to decode
 /// with `FORMAT_PLAIN` as often as needed.
@@ -237,6 +269,31 @@ pub(crate) fn signed_by_any(keys: &[Vec<u8>], input: &[u8], signature: &[u8]) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn python_pickles_are_reported_as_such_and_other_mismatches_are_not() {
+        use std::error::Error as _;
+        // ext 8: 0xc7, length, type, data (what the Python package writes for pickle=True).
+        let mut pickled = vec![0xc7, 4, PYTHON_PICKLE_EXT as u8];
+        pickled.extend_from_slice(b"\x80\x04N.");
+        let err = decode::<String>("k", FORMAT_PLAIN, &pickled, 64).unwrap_err();
+        let why = err.source().unwrap().to_string();
+        assert!(why.contains("pickle=True"), "{why}");
+        for short in [
+            &[0xd4, PYTHON_PICKLE_EXT as u8, 0][..],
+            &[0xd6, 80, 1, 2, 3, 4],
+        ] {
+            let err = decode::<String>("k", FORMAT_PLAIN, short, 64).unwrap_err();
+            assert!(err.source().unwrap().to_string().contains("pickle"));
+        }
+        // Another extension type, or a plain mismatch, keeps serde's own message.
+        let other = [0xc7, 1, 7, 0];
+        let err = decode::<String>("k", FORMAT_PLAIN, &other, 64).unwrap_err();
+        assert!(!err.source().unwrap().to_string().contains("pickle"));
+        let number = rmp_serde::to_vec(&1.5f64).unwrap();
+        let err = decode::<String>("k", FORMAT_PLAIN, &number, 64).unwrap_err();
+        assert!(!err.source().unwrap().to_string().contains("pickle"));
+    }
 
     #[test]
     fn integers_become_counters_and_other_values_do_not() {

@@ -72,6 +72,7 @@ mod table;
 mod tier;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use codec::PYTHON_PICKLE_EXT;
 pub use error::{Error, Result};
 pub use expiry::Expiry;
 pub use kv::{Cache, CacheBuilder, FleetSingleFlight, Lease};
