@@ -618,6 +618,14 @@ impl Cache {
         run_dc(py, async move { cache.release(held).await })
     }
 
+    /// Deletes the whole table (every namespace in it) and closes the cache.
+    fn delete_table(&self, py: Python<'_>) -> PyResult<()> {
+        let cache = self.handle(py)?;
+        run_dc(py, async move { cache.table().delete_table().await })?;
+        self.close(py);
+        Ok(())
+    }
+
     /// Closes the cache: later calls raise `ClosedError`. Closing twice is allowed.
     fn close(&self, py: Python<'_>) {
         let old = std::mem::replace(
