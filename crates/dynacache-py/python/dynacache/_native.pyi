@@ -1,0 +1,126 @@
+"""Type stubs of dynacache's native core (the Rust ``dynacache::Cache``)."""
+
+import datetime
+import os
+from typing import Any, Callable, Iterable, List, Mapping, Optional, Tuple, TypeVar, Union
+
+Key = Union[str, bytes]
+#: Seconds, a ``timedelta`` from now, a ``datetime`` (absolute), ``math.inf`` (never), or
+#: ``None`` (the cache's default).
+Ttl = Union[int, float, datetime.timedelta, datetime.datetime, None]
+Seconds = Union[int, float, datetime.timedelta]
+T = TypeVar("T")
+
+PYTHON_PICKLE_EXT: int
+DEFAULT_TABLE: str
+MAX_KEY_LEN: int
+
+def default_embedded_file() -> os.PathLike[str]:
+    """The embedded engine's file the ``dynacache`` CLI uses by default."""
+
+class Lease:
+    """A lease: a name held by one process at a time, with a growing fencing token."""
+
+    @property
+    def name(self) -> Optional[Key]: ...
+    @property
+    def token(self) -> Optional[int]: ...
+    @property
+    def expires(self) -> Optional[float]: ...
+    @property
+    def held(self) -> bool: ...
+
+class Cache:
+    """A key/value cache on a DynamoDB table, shared with Rust and the ``dynacache`` CLI.
+
+    With no arguments: table ``dynacache``, namespace ``kv``, the embedded engine in the CLI's
+    file (``DYNACACHE_TABLE``, ``DYNACACHE_KV_NAMESPACE``, ``DYNACACHE_EMBEDDED_FILE`` change
+    them). ``endpoint_url`` (or ``AWS_ENDPOINT_URL_DYNAMODB``) picks a DynamoDB-compatible
+    endpoint; ``aws=True`` (or ``DYNACACHE_AWS=1``, or a ``region``, ``profile`` or
+    ``credentials``) AWS DynamoDB with the standard credential chain.
+    """
+
+    def __init__(
+        self,
+        table: Optional[str] = None,
+        namespace: Optional[str] = None,
+        *,
+        endpoint_url: Optional[str] = None,
+        region: Optional[str] = None,
+        profile: Optional[str] = None,
+        aws: Optional[bool] = None,
+        credentials: Optional[Tuple[str, str, Optional[str]]] = None,
+        embedded_file: Union[str, os.PathLike[str], None] = None,
+        in_memory: bool = False,
+        create_table: bool = True,
+        key_attribute: str = "key",
+        ttl_attribute: str = "ttl",
+        default_ttl: Ttl = None,
+        compress_from: Optional[int] = 1024,
+        max_value_size: Optional[int] = None,
+        secret_keys: Optional[Iterable[bytes]] = None,
+        in_process_bytes: Optional[int] = None,
+        in_process_ttl: Optional[Seconds] = None,
+        fleet_lease: Optional[Seconds] = None,
+        pickle: bool = False,
+        consistent_reads: bool = False,
+        connect_timeout: Optional[Seconds] = None,
+        operation_timeout: Optional[Seconds] = None,
+    ) -> None: ...
+    @property
+    def table_name(self) -> str: ...
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def engine(self) -> str: ...
+    @property
+    def pickle(self) -> bool: ...
+    @property
+    def closed(self) -> bool: ...
+    def get(self, key: Key, default: Any = None) -> Any:
+        """The value under ``key``, or ``default`` when it is missing or expired."""
+    def set(self, key: Key, value: Any, ttl: Ttl = None) -> None:
+        """Stores ``value`` under ``key``."""
+    def add(self, key: Key, value: Any, ttl: Ttl = None) -> bool:
+        """Stores ``value`` only if ``key`` is missing or expired (atomic); whether it did."""
+    def delete(self, key: Key) -> bool:
+        """Deletes ``key``; whether a live value was there."""
+    def has(self, key: Key) -> bool:
+        """Whether a live value is under ``key``."""
+    def __contains__(self, key: Key) -> bool: ...
+    def get_many(self, keys: Iterable[Key]) -> List[Any]:
+        """The values under ``keys`` in order, ``None`` for missing ones (BatchGetItem)."""
+    def set_many(self, mapping: Union[Mapping[Key, Any], Iterable[Tuple[Key, Any]]], ttl: Ttl = None) -> None:
+        """Stores several values (BatchWriteItem)."""
+    def delete_many(self, keys: Iterable[Key]) -> None:
+        """Deletes several keys (BatchWriteItem)."""
+    def inc(self, key: Key, delta: int = 1, ttl: Ttl = None) -> int:
+        """Adds ``delta`` atomically (a missing key counts as 0); the new value."""
+    def dec(self, key: Key, delta: int = 1, ttl: Ttl = None) -> int:
+        """Subtracts ``delta`` atomically; the new value."""
+    def clear(self) -> int:
+        """Deletes every entry of the namespace (and nothing else); how many."""
+    def keys(self) -> List[Key]:
+        """The live keys of the namespace."""
+    def len(self) -> int:
+        """How many live entries the namespace holds."""
+    def __len__(self) -> int: ...
+    def ttl(self, key: Key) -> Optional[float]:
+        """Seconds left, ``math.inf`` when it never expires, ``None`` when missing."""
+    def touch(self, key: Key, ttl: Seconds) -> bool:
+        """Gives a live value a new expiry; whether there was one."""
+    def get_or_set(self, key: Key, factory: Callable[[], T], ttl: Ttl = None) -> T:
+        """The value under ``key``, else ``factory()`` stored and returned: computed once per key
+        in the process, and once across the fleet with ``fleet_lease``."""
+    def lease(self, name: Key, ttl: Seconds) -> Optional[Lease]:
+        """Takes the lease ``name`` if no one holds it."""
+    def renew(self, lease: Lease, ttl: Seconds) -> bool:
+        """Extends a held lease; ``False`` when it was lost."""
+    def release(self, lease: Lease) -> bool:
+        """Gives a lease up; ``False`` when it had already been lost."""
+    def delete_table(self) -> None:
+        """Deletes the whole table (every namespace in it) and closes the cache."""
+    def close(self) -> None:
+        """Closes the cache; later calls raise ``ClosedError``."""
+    def __enter__(self) -> "Cache": ...
+    def __exit__(self, *args: Any) -> bool: ...
