@@ -17,7 +17,73 @@ def _endpoint(kwargs):
     return kwargs
 
 
+def _forward_port_8000():
+    """The peers' own fixtures (not only their backends) talk to ``localhost:8000`` with boto3:
+    when the engine listens elsewhere, forward that port to it."""
+    import socket
+    import threading
+    from urllib.parse import urlparse
+
+    override = os.environ.get("DYNACACHE_PEER_ENDPOINT")
+    if not override:
+        return
+    target = urlparse(override)
+    if target.port == 8000:
+        return
+    try:
+        listener = socket.create_server(("127.0.0.1", 8000))
+    except OSError:
+        return  # something already answers there
+
+    def pipe(src, dst):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def serve():
+        while True:
+            client, _ = listener.accept()
+            upstream = socket.create_connection((target.hostname, target.port))
+            threading.Thread(target=pipe, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+
+
+def _swap(module, name, ours):
+    class Swapped(ours):
+        __doc__ = ours.__doc__
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **_endpoint(kwargs))
+
+    Swapped.__name__ = Swapped.__qualname__ = name
+    setattr(module, name, Swapped)
+    return Swapped
+
+
 def pytest_configure(config):
+    _forward_port_8000()
+    suite = os.environ.get("DYNACACHE_PEER_SUITE", "cachelib")
+    if suite == "requests-cache":
+        import requests_cache.backends
+        import requests_cache.backends.dynamodb
+
+        import dynacache.requests_cache
+
+        for name in ("DynamoDbCache", "DynamoDbDict"):
+            swapped = _swap(requests_cache.backends, name, getattr(dynacache.requests_cache, name))
+            setattr(requests_cache.backends.dynamodb, name, swapped)
+        return
+
     import cachelib
 
     import dynacache.cachelib

@@ -20,6 +20,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional, Tuple
 from urllib.parse import urlparse
+import logging
+
+log = logging.getLogger("dynacache")
 
 # Keywords of boto3.resource()/client() that are accepted and have no effect here.
 _IGNORED = {"config", "use_ssl", "verify", "api_version", "botocore_session", "service_name"}
@@ -92,8 +95,11 @@ def from_connection(connection: Any) -> Dict[str, Any]:
     )
 
 
-def cache_options(connection: Any = None, **kwargs: Any) -> Dict[str, Any]:
-    """:class:`dynacache.Cache` keywords from a peer's ``connection`` and ``**kwargs``."""
+def cache_options(connection: Any = None, *, strict: bool = True, **kwargs: Any) -> Dict[str, Any]:
+    """:class:`dynacache.Cache` keywords from a peer's ``connection`` and ``**kwargs``.
+
+    Unknown keywords raise ``TypeError`` when ``strict`` (as boto3 does for cachelib), and are
+    dropped with a warning otherwise (as requests-cache and aiohttp-client-cache drop them)."""
     out = from_connection(connection)
     endpoint = kwargs.pop("endpoint_url", None)
     if endpoint:
@@ -126,6 +132,8 @@ def cache_options(connection: Any = None, **kwargs: Any) -> Dict[str, Any]:
             out[name] = kwargs.pop(name)
         elif name in _IGNORED:
             kwargs.pop(name)
-    if kwargs:
+    if kwargs and strict:
         raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(kwargs))}")
+    if kwargs:
+        log.warning("dynacache: ignoring unknown keyword arguments: %s", ", ".join(sorted(kwargs)))
     return out

@@ -23,7 +23,7 @@ honoured on DynamoDB Local and AWS; the embedded engine always creates its table
 nothing else could. ``context`` (an aioboto3 resource context) gives its endpoint, region and
 credentials once it has been entered; otherwise use ``endpoint_url``/``region_name``/keys, as
 with boto3. Expired responses stay readable for ``stale_grace`` (default one day) after their
-``expires``, so the peer can revalidate them, and are then misses, whatever DynamoDB's TTL
+``expires`` (or after they are written, if later), so the peer can revalidate them, and are then misses, whatever DynamoDB's TTL
 sweeper does.
 """
 
@@ -82,7 +82,7 @@ class DynamoDbCache(BaseCache):
         self.create_if_not_exists = create_if_not_exists
         self.context = context
         self.stale_grace = stale_grace if isinstance(stale_grace, dt.timedelta) else dt.timedelta(seconds=stale_grace)
-        options = _connect.cache_options(getattr(context, "cls", None), **kwargs)
+        options = _connect.cache_options(getattr(context, "cls", None), strict=False, **kwargs)
         embedded = "endpoint_url" not in options and not options.get("aws") and not any(
             k in options for k in ("region", "profile", "credentials")
         )
@@ -108,7 +108,8 @@ class DynamoDbCache(BaseCache):
             return float("inf")
         if expires.tzinfo is None:  # the peer's datetimes are naive UTC
             expires = expires.replace(tzinfo=dt.timezone.utc)
-        return expires + self.stale_grace
+        # Kept for stale_grace after it expires or is written, whichever is later.
+        return max(expires, dt.datetime.now(dt.timezone.utc)) + self.stale_grace
 
     async def read(self, key: str) -> Any:
         stored = await (await self._c()).get(key)

@@ -16,9 +16,9 @@ them in memory), and ``len``, iteration, ``filter``, ``delete`` and ``clear`` th
 namespace's metadata index, never scan the table (``len`` is exact, not DynamoDB's 6-hourly
 estimate).
 
-Expiry: with ``ttl=True`` (the default) a response is kept until its ``expires`` plus
-``stale_grace`` (default one day, so that requests-cache can still revalidate or serve it
-stale), checked on every read, with DynamoDB's TTL attribute as the sweeper; ``ttl=False``
+Expiry: with ``ttl=True`` (the default) a response is kept until ``stale_grace`` (default one
+day) after its ``expires`` or after it is written, whichever is later, so that requests-cache
+can still revalidate it or serve it stale; checked on every read, with DynamoDB's TTL attribute as the sweeper; ``ttl=False``
 keeps responses until deleted.
 
 Arguments are requests-cache's: ``table_name``, ``namespace``, ``create_table``, ``ttl``,
@@ -37,6 +37,7 @@ from typing import Any, Dict, Iterable, Iterator, Optional, Union
 
 try:
     from requests_cache.backends.base import BaseCache, BaseStorage
+    from requests_cache.serializers import pickle_serializer
 except ImportError:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         'dynacache.requests_cache needs requests-cache: pip install "dynacache[requests-cache]"'
@@ -76,6 +77,9 @@ class DynamoDbDict(BaseStorage):
         **kwargs: Any,
     ) -> None:
         storage = {k: kwargs.pop(k) for k in list(kwargs) if k in _STORAGE_OPTIONS}
+        # requests-cache's pickle pipeline by default (through cattrs, so stored responses
+        # survive requests-cache upgrades); ``serializer=None`` stores values as they are.
+        storage.setdefault("serializer", pickle_serializer)
         for k in list(kwargs):
             if k in _SESSION_OPTIONS:
                 kwargs.pop(k)
@@ -84,7 +88,7 @@ class DynamoDbDict(BaseStorage):
         self.namespace = namespace
         self.ttl = ttl
         self.stale_grace = stale_grace if isinstance(stale_grace, dt.timedelta) else dt.timedelta(seconds=stale_grace)
-        options = _connect.cache_options(connection, **kwargs)
+        options = _connect.cache_options(connection, strict=False, **kwargs)
         options["namespace"] = _namespace(namespace)
         self._cache = Cache(table=table_name, create_table=create_table, pickle=True, **options)
 
@@ -99,7 +103,9 @@ class DynamoDbDict(BaseStorage):
             return float("inf")
         if expires.tzinfo is None:  # requests-cache's datetimes are naive UTC
             expires = expires.replace(tzinfo=dt.timezone.utc)
-        return expires + self.stale_grace
+        # Kept for stale_grace after it expires or is written, whichever is later: a response
+        # saved already expired is still there to revalidate.
+        return max(expires, dt.datetime.now(dt.timezone.utc)) + self.stale_grace
 
     def __getitem__(self, key: str) -> Any:
         stored = self._cache.get(key, _MISSING)
