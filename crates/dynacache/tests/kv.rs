@@ -16,6 +16,7 @@ conformance!(
     counters_keep_their_expiry_and_restart_when_expired,
     integers_set_as_values_can_be_incremented,
     inc_on_a_value_that_is_not_a_counter_is_an_error,
+    an_increment_past_the_64_bit_range_is_refused_and_the_counter_kept,
     ten_thousand_keys_through_set_many_get_many_and_clear,
     get_many_keeps_order_and_duplicates,
     delete_many_removes_only_the_given_keys,
@@ -429,6 +430,19 @@ mod suite {
             .await
             .unwrap();
         assert_eq!(c.inc("b", 1).await.unwrap(), 3);
+    }
+
+    pub async fn an_increment_past_the_64_bit_range_is_refused_and_the_counter_kept(table: Table) {
+        let c = cache(&table);
+        c.set("max", &i64::MAX).await.unwrap();
+        let err = c.inc("max", 1).await.unwrap_err();
+        assert!(err.is_invalid_input(), "{err}");
+        assert_eq!(c.get::<i64>("max").await.unwrap(), Some(i64::MAX));
+        assert_eq!(c.dec("max", 1).await.unwrap(), i64::MAX - 1);
+        c.set("min", &i64::MIN).await.unwrap();
+        assert!(c.dec("min", 1).await.unwrap_err().is_invalid_input());
+        assert_eq!(c.get::<i64>("min").await.unwrap(), Some(i64::MIN));
+        assert_eq!(c.inc("min", 5).await.unwrap(), i64::MIN + 5);
     }
 
     pub async fn inc_on_a_value_that_is_not_a_counter_is_an_error(table: Table) {

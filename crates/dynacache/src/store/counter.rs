@@ -59,9 +59,19 @@ impl Store {
                 .value(":o", b(original.clone()));
         }
         update.text = format!("SET {}", sets.join(", "));
-        let condition = "(attribute_not_exists(#k) OR attribute_not_exists(#e) OR #e > :now) \
-                         AND attribute_not_exists(#v) AND attribute_not_exists(#cv)";
-        match t.update_item(&key.pk, update, Some(condition)).await {
+        // DynamoDB's numbers go far beyond 64 bits: a counter is kept inside i64, or it could
+        // no longer be read. Refused increments are told apart below.
+        let mut condition = "(attribute_not_exists(#k) OR attribute_not_exists(#e) OR #e > :now) \
+                             AND attribute_not_exists(#v) AND attribute_not_exists(#cv)"
+            .to_owned();
+        if delta > 0 {
+            condition.push_str(" AND (attribute_not_exists(#n) OR #n <= :lim)");
+            update = update.value(":lim", n(i64::MAX - delta));
+        } else if delta < 0 {
+            condition.push_str(" AND (attribute_not_exists(#n) OR #n >= :lim)");
+            update = update.value(":lim", n(i64::MIN - delta));
+        }
+        match t.update_item(&key.pk, update, Some(&condition)).await {
             Ok(Some(new)) => {
                 return match get_i64(&new, item::COUNTER) {
                     Some(Ok(v)) => Ok(Increment::Value(v)),
@@ -94,7 +104,15 @@ impl Store {
             Some(item) if matches!(get_i64(&item, item::COUNTER), Some(Err(_))) => {
                 Err(Error::corrupt(&key.pk, "the counter is not a number"))
             }
-            Some(item) if self.is_live(key, &item) => Ok(Increment::NotACounter),
+            Some(item) if self.is_live(key, &item) => match get_i64(&item, item::COUNTER) {
+                Some(Ok(v)) if v.checked_add(delta).is_none() => Err(Error::InvalidArgument {
+                    reason: format!(
+                        "adding {delta} to the counter {v} would leave the 64-bit range; \
+                         the counter is unchanged"
+                    ),
+                }),
+                _ => Ok(Increment::NotACounter),
+            },
             _ => Ok(Increment::Expired),
         }
     }
