@@ -78,6 +78,8 @@ impl CliError {
                 EXIT_ERROR,
             )
             .hint("check that --embedded-file (or DYNACACHE_EMBEDDED_FILE) is a writable path"),
+            // Why it does not decode (such as a Python object stored with pickle=True).
+            E::Deserialize { source, .. } => CliError::new(format!("{e}: {source}"), EXIT_ERROR),
             _ => CliError::new(format!("{e}"), EXIT_ERROR),
         }
     }

@@ -80,9 +80,17 @@ def _unique(prefix: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def _module_table() -> str:
-    """One DynamoDB Local table per test module."""
-    return _unique("py_")
+def _module_table():
+    """One DynamoDB Local table per test module, deleted after the module's tests."""
+    name = _unique("py_")
+    yield name
+    if LOCAL:
+        try:
+            dynacache.Cache(
+                name, endpoint_url=LOCAL, create_table=False, credentials=("local", "local", None)
+            ).delete_table()
+        except dynacache.TableNotFoundError:
+            pass  # no test of the module opened it
 
 
 @pytest.fixture(params=["embedded", "dynamodb_local"])

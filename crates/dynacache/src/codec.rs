@@ -22,8 +22,13 @@ const ZSTD_LEVEL: i32 = 3;
 pub(crate) enum Encoded {
     /// An integer, stored as a DynamoDB number so that `inc`/`dec` can update it atomically.
     Counter(i64),
-    /// Encoded bytes and their format.
-    Bytes { format: &'static str, data: Vec<u8> },
+    /// Encoded bytes and their format, with the size of the MessagePack before compression
+    /// (what a read must decompress, so what `max_value_size` bounds).
+    Bytes {
+        format: &'static str,
+        data: Vec<u8>,
+        plain_len: usize,
+    },
 }
 
 /// Encodes a value. Integers become counters; other values become MessagePack (with field names,
@@ -45,11 +50,13 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
             return Ok(Encoded::Bytes {
                 format: FORMAT_ZSTD,
                 data: compressed,
+                plain_len: data.len(),
             });
         }
     }
     Ok(Encoded::Bytes {
         format: FORMAT_PLAIN,
+        plain_len: data.len(),
         data,
     })
 }
@@ -332,7 +339,7 @@ mod tests {
     #[test]
     fn compressible_values_are_compressed_and_round_trip() {
         let text = "abc".repeat(10_000);
-        let Encoded::Bytes { format, data } = encode(&text, Some(1024)).unwrap() else {
+        let Encoded::Bytes { format, data, .. } = encode(&text, Some(1024)).unwrap() else {
             panic!("not bytes")
         };
         assert_eq!(format, FORMAT_ZSTD);
@@ -342,7 +349,8 @@ mod tests {
 
     #[test]
     fn a_compressed_value_over_the_limit_is_corrupt_not_allocated() {
-        let Encoded::Bytes { format, data } = encode(&"x".repeat(100_000), Some(1)).unwrap() else {
+        let Encoded::Bytes { format, data, .. } = encode(&"x".repeat(100_000), Some(1)).unwrap()
+        else {
             panic!("not bytes")
         };
         let err = decode::<String>("k", format, &data, 1000).unwrap_err();

@@ -188,7 +188,7 @@ fn kv_value(store: &Store, rng: &mut fastrand::Rng) -> Outcome {
     let value = random_value(rng, 0);
     let key = store.key(format!("k{}", rng.u32(..)).as_bytes()).unwrap();
     let (format, data) = match codec::encode(&value, Some(1024)).unwrap() {
-        Encoded::Bytes { format, data } => (format, data),
+        Encoded::Bytes { format, data, .. } => (format, data),
         Encoded::Counter(_) => unreachable!("a struct is not a counter"),
     };
     let payload = Payload {

@@ -35,6 +35,7 @@ conformance!(
     reading_as_the_wrong_type_is_a_typed_error,
     corrupt_or_tampered_items_are_errors_not_panics,
     values_over_the_configured_maximum_are_refused,
+    the_maximum_bounds_the_decoded_size_so_every_accepted_value_reads_back,
     created_tables_have_the_documented_schema_and_ttl,
     strongly_consistent_reads_see_their_own_writes,
     take_pops_a_value_for_exactly_one_caller,
@@ -989,6 +990,27 @@ mod suite {
             "{err:?}"
         );
         assert!(!c.has("k").await.unwrap());
+    }
+
+    pub async fn the_maximum_bounds_the_decoded_size_so_every_accepted_value_reads_back(
+        table: Table,
+    ) {
+        // 10 KB of text compresses far under 1000 bytes: accepting it would store a value that
+        // the read-side bound (what a read will decompress) then refuses as corrupt.
+        let c = Cache::builder()
+            .max_value_size(1000)
+            .build(table.clone())
+            .unwrap();
+        let err = c.set("text", &"a".repeat(10_000)).await.unwrap_err();
+        assert!(
+            matches!(err, Error::ItemTooLarge { size, limit: 1000 } if size > 10_000),
+            "{err:?}"
+        );
+        c.set("fits", &"a".repeat(900)).await.unwrap();
+        assert_eq!(
+            c.get::<String>("fits").await.unwrap(),
+            Some("a".repeat(900))
+        );
     }
 
     pub async fn created_tables_have_the_documented_schema_and_ttl(table: Table) {

@@ -824,11 +824,17 @@ impl Cache {
     fn encoded_to_entry(&self, encoded: Encoded) -> Result<(Item, Option<Payload>)> {
         match encoded {
             Encoded::Counter(v) => Ok((Store::counter_attributes(v), None)),
-            Encoded::Bytes { format, data } => {
+            Encoded::Bytes {
+                format,
+                data,
+                plain_len,
+            } => {
+                // The decoded size is what a read is bounded by: a value that compresses under
+                // the limit but decodes over it would be accepted and never read back.
                 let limit = self.store().max_value_size();
-                if data.len() > limit {
+                if plain_len > limit {
                     return Err(Error::ItemTooLarge {
-                        size: data.len() as u64,
+                        size: plain_len as u64,
                         limit: limit as u64,
                     });
                 }

@@ -382,7 +382,7 @@ impl Cache {
         let kept = Arc::new(Kept {
             value: match &encoded {
                 Encoded::Counter(v) => KeptValue::Counter(*v),
-                Encoded::Bytes { format, data } => {
+                Encoded::Bytes { format, data, .. } => {
                     KeptValue::Plain(codec::plain(&key.pk, format, data.clone(), usize::MAX).ok()?)
                 }
             },
