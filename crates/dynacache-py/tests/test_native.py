@@ -1108,6 +1108,18 @@ def test_the_gil_is_released_during_a_call(monkeypatch):
 
 # ----- fork, exit, Ctrl-C ----------------------------------------------------------------------
 
+# Known defect, open: on the embedded engine a forked child sometimes dies (SIGABRT/SIGSEGV in
+# parking_lot, a few children in 50): the parent's parked threads stay queued in parking_lot's
+# global table, and glibc hands their stacks to the child's new threads. DynamoDB Local and AWS
+# are not affected (100 of 100 forks). Marked, not hidden: these still run, and pass when the
+# crash does not happen; on DynamoDB Local they are strict.
+EMBEDDED_FORK_DEFECT = "known: forking with the embedded engine can crash the child (parking_lot after fork)"
+
+
+def _embedded_fork_defect(request):
+    if request.node.callspec.params.get("engine") == "embedded":
+        request.applymarker(pytest.mark.xfail(strict=False, reason=EMBEDDED_FORK_DEFECT))
+
 
 def _wait_child(pid, timeout=60):
     deadline = time.monotonic() + timeout
@@ -1122,7 +1134,8 @@ def _wait_child(pid, timeout=60):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork")
-def test_fork_child_uses_the_cache_and_the_parent_keeps_working(make_cache):
+def test_fork_child_uses_the_cache_and_the_parent_keeps_working(make_cache, request):
+    _embedded_fork_defect(request)
     c = make_cache()
     c.set("parent", "before fork")
     c.inc("n")
@@ -1152,7 +1165,33 @@ def test_fork_child_uses_the_cache_and_the_parent_keeps_working(make_cache):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork")
-def test_fork_after_async_use(engine):
+def test_repeated_forks_all_succeed(make_cache, request):
+    """A prefork server forks many workers from one parent: every child must work."""
+    _embedded_fork_defect(request)
+    c = make_cache()
+    statuses = []
+    for i in range(50):
+        c.set("parent", i)
+        pid = os.fork()
+        if pid == 0:
+            status = 1
+            try:
+                c.set(f"child{i}", i)
+                status = 0 if (c.get(f"child{i}"), c.get("parent")) == (i, i) else 3
+            except BaseException:  # noqa: BLE001
+                status = 2
+            finally:
+                os._exit(status)
+        statuses.append(_wait_child(pid))
+    # A child killed by a signal shows as a negative status (-6: SIGABRT, -11: SIGSEGV).
+    failed = {i: s for i, s in enumerate(statuses) if s != 0}
+    assert failed == {}, f"{len(failed)} of 50 children failed: {failed}"
+    assert c.get_many([f"child{i}" for i in range(50)]) == list(range(50))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork")
+def test_fork_after_async_use(engine, request):
+    _embedded_fork_defect(request)
     async def use(a):
         await a.set("k", "parent")
         return await a.get("k")
@@ -1201,7 +1240,8 @@ def test_interpreter_exit_does_not_hang(engine):
     assert dynacache.Cache(**engine.options()).get("a") == 1
 
 
-def test_interpreter_exit_in_a_forked_child_does_not_hang(engine):
+def test_interpreter_exit_in_a_forked_child_does_not_hang(engine, request):
+    _embedded_fork_defect(request)
     code = """
         import json, os, sys, dynacache
         c = dynacache.Cache(**json.loads(sys.argv[1]))
