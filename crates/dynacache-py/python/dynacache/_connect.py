@@ -18,6 +18,7 @@ botocore ``Config``'s ``connect_timeout`` and ``read_timeout`` bound our calls t
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, Dict, Optional, Tuple
 from urllib.parse import urlparse
 import logging
@@ -137,3 +138,15 @@ def cache_options(connection: Any = None, *, strict: bool = True, **kwargs: Any)
     if kwargs:
         log.warning("dynacache: ignoring unknown keyword arguments: %s", ", ".join(sorted(kwargs)))
     return out
+
+
+def stale_expiry(expires: Optional[dt.datetime], grace: dt.timedelta) -> Any:
+    """The ``ttl`` of an HTTP drop-in's stored response: ``grace`` after it expires or is
+    written, whichever is later (a response saved already expired is still there to
+    revalidate); ``math.inf`` for a response without an expiry. The peers' datetimes are naive
+    UTC."""
+    if expires is None:
+        return float("inf")
+    if expires.tzinfo is None:
+        expires = expires.replace(tzinfo=dt.timezone.utc)
+    return max(expires, dt.datetime.now(dt.timezone.utc)) + grace

@@ -103,13 +103,7 @@ class DynamoDbCache(BaseCache):
         return self._cache
 
     def _expiry(self, item: Any) -> Any:
-        expires = getattr(item, "expires", None)
-        if expires is None:
-            return float("inf")
-        if expires.tzinfo is None:  # the peer's datetimes are naive UTC
-            expires = expires.replace(tzinfo=dt.timezone.utc)
-        # Kept for stale_grace after it expires or is written, whichever is later.
-        return max(expires, dt.datetime.now(dt.timezone.utc)) + self.stale_grace
+        return _connect.stale_expiry(getattr(item, "expires", None), self.stale_grace)
 
     async def read(self, key: str) -> Any:
         stored = await (await self._c()).get(key)

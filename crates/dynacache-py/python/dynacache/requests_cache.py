@@ -98,14 +98,7 @@ class DynamoDbDict(BaseStorage):
         return self._cache
 
     def _expiry(self, value: Any) -> Any:
-        expires = getattr(value, "expires", None) if self.ttl else None
-        if expires is None:
-            return float("inf")
-        if expires.tzinfo is None:  # requests-cache's datetimes are naive UTC
-            expires = expires.replace(tzinfo=dt.timezone.utc)
-        # Kept for stale_grace after it expires or is written, whichever is later: a response
-        # saved already expired is still there to revalidate.
-        return max(expires, dt.datetime.now(dt.timezone.utc)) + self.stale_grace
+        return _connect.stale_expiry(getattr(value, "expires", None) if self.ttl else None, self.stale_grace)
 
     def __getitem__(self, key: str) -> Any:
         stored = self._cache.get(key, _MISSING)
@@ -137,21 +130,17 @@ class DynamoDbDict(BaseStorage):
         """Deletes every entry of this namespace (and nothing else in the table)."""
         self._cache.clear()
 
-    def values(self) -> Iterator[Any]:  # type: ignore[override]
-        keys = self._cache.keys()
-        for start in range(0, len(keys), 100):
-            batch = keys[start : start + 100]
-            for key, stored in zip(batch, self._cache.get_many(batch)):
-                if stored is not None:
-                    yield self.deserialize(key, stored)
-
     def items(self) -> Iterator[Any]:  # type: ignore[override]
+        """The live ``(key, value)`` pairs, read 100 keys a BatchGetItem."""
         keys = self._cache.keys()
         for start in range(0, len(keys), 100):
             batch = keys[start : start + 100]
             for key, stored in zip(batch, self._cache.get_many(batch)):
                 if stored is not None:
                     yield key, self.deserialize(key, stored)
+
+    def values(self) -> Iterator[Any]:  # type: ignore[override]
+        return (value for _, value in self.items())
 
     def close(self) -> None:
         self._cache.close()
