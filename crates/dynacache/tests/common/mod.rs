@@ -24,7 +24,12 @@ pub fn unique_name(prefix: &str) -> String {
 /// A builder for a fresh table on the engine, or `None` when DynamoDB Local is not configured
 /// (outside `scripts/test`; CI always configures it, see `dynamodb_local_is_configured_in_ci`).
 pub fn builder(engine: Engine) -> Option<TableBuilder> {
-    let b = Table::builder().name(unique_name("t"));
+    // A generous bound on each storage call: a 64 MB value's batches on a 2-core machine
+    // running other tests (or a build) can outlast the 4 s default. Tests of timeouts set
+    // their own.
+    let b = Table::builder()
+        .name(unique_name("t"))
+        .operation_timeout(std::time::Duration::from_secs(60));
     match engine {
         Engine::Embedded => Some(b.embedded()),
         Engine::DynamoDbLocal => match std::env::var(LOCAL_ENV) {
