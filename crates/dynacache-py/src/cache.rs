@@ -29,7 +29,7 @@ pub(crate) fn default_embedded_file() -> PathBuf {
     base.join("dynacache").join("cache.db")
 }
 
-fn env(name: &str) -> Option<String> {
+pub(crate) fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
@@ -58,7 +58,7 @@ pub(crate) struct Cache {
 }
 
 /// A seconds count (int or float) or a `datetime.timedelta`.
-fn duration(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Duration> {
+pub(crate) fn duration(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Duration> {
     let seconds: f64 = if obj.hasattr("total_seconds")? {
         obj.call_method0("total_seconds")?.extract()?
     } else {
@@ -78,7 +78,7 @@ fn duration(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Duration> {
 
 /// `None` (the cache's default), seconds or a `timedelta` from now, a `datetime`, or
 /// `math.inf` (never).
-fn expiry(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Expiry> {
+pub(crate) fn expiry(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Expiry> {
     let Some(obj) = obj.filter(|o| !o.is_none()) else {
         return Ok(Expiry::Default);
     };
@@ -125,16 +125,114 @@ fn keys_bytes(keys: &Bound<'_, PyAny>) -> PyResult<Vec<Vec<u8>>> {
 }
 
 /// A stored key as Python sees it: `str` when it is UTF-8, else `bytes`.
-fn key_object(py: Python<'_>, key: &[u8]) -> Py<PyAny> {
+pub(crate) fn key_object(py: Python<'_>, key: &[u8]) -> Py<PyAny> {
     match std::str::from_utf8(key) {
         Ok(s) => PyString::new(py, s).into_any().unbind(),
         Err(_) => PyBytes::new(py, key).into_any().unbind(),
     }
 }
 
-fn epoch_seconds(t: SystemTime) -> f64 {
+pub(crate) fn epoch_seconds(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// How a table is reached: the engine options every class of the package takes.
+pub(crate) struct TableOptions<'a, 'py> {
+    pub(crate) name: String,
+    pub(crate) endpoint_url: Option<String>,
+    pub(crate) region: Option<String>,
+    pub(crate) profile: Option<String>,
+    pub(crate) aws: Option<bool>,
+    pub(crate) credentials: Option<(String, String, Option<String>)>,
+    pub(crate) embedded_file: Option<PathBuf>,
+    pub(crate) in_memory: bool,
+    pub(crate) create_table: bool,
+    pub(crate) key_attribute: &'a str,
+    pub(crate) ttl_attribute: &'a str,
+    pub(crate) consistent_reads: bool,
+    pub(crate) connect_timeout: Option<&'a Bound<'py, PyAny>>,
+    pub(crate) operation_timeout: Option<&'a Bound<'py, PyAny>>,
+}
+
+/// The table builder for these options, and where the table lives, in words: an endpoint, else
+/// AWS when asked for (or implied by a region, profile or credentials), else the embedded engine
+/// in the CLI's file.
+pub(crate) fn table_builder(o: TableOptions<'_, '_>) -> PyResult<(TableBuilder, String)> {
+    let TableOptions {
+        name,
+        endpoint_url,
+        region,
+        profile,
+        aws,
+        credentials,
+        embedded_file,
+        in_memory,
+        create_table,
+        key_attribute,
+        ttl_attribute,
+        consistent_reads,
+        connect_timeout,
+        operation_timeout,
+    } = o;
+    let mut tb = Table::builder()
+        .name(&name)
+        .key_attribute(key_attribute)
+        .ttl_attribute(ttl_attribute)
+        .consistent_reads(consistent_reads)
+        .policy(if create_table {
+            TablePolicy::CreateIfMissing
+        } else {
+            TablePolicy::AssumeExists
+        });
+    // The engine: an endpoint, else AWS when asked for (or implied by a region, profile
+    // or credentials), else the embedded engine in the CLI's file.
+    let wants_aws = aws.unwrap_or_else(|| {
+        region.is_some()
+            || profile.is_some()
+            || credentials.is_some()
+            || env("DYNACACHE_AWS").is_some_and(|v| truthy(&v))
+    });
+    let endpoint_url = endpoint_url.or_else(|| {
+        if aws == Some(true) {
+            None
+        } else {
+            env("AWS_ENDPOINT_URL_DYNAMODB")
+        }
+    });
+    let engine;
+    tb = if let Some(url) = &endpoint_url {
+        engine = format!("the engine at {url}");
+        tb.endpoint_url(url)
+    } else if wants_aws {
+        engine = "AWS DynamoDB".to_owned();
+        tb.aws()
+    } else if in_memory {
+        engine = "the embedded engine, in memory".to_owned();
+        tb.embedded()
+    } else {
+        let file = embedded_file
+            .or_else(|| env("DYNACACHE_EMBEDDED_FILE").map(PathBuf::from))
+            .unwrap_or_else(default_embedded_file);
+        engine = format!("the embedded engine's file {}", file.display());
+        tb.embedded_file(file)
+    };
+    if let Some(r) = region {
+        tb = tb.region(r);
+    }
+    if let Some(p) = profile {
+        tb = tb.profile(p);
+    }
+    if let Some((id, secret, token)) = credentials {
+        tb = tb.credentials(id, secret, token);
+    }
+    if let Some(t) = connect_timeout {
+        tb = tb.connect_timeout(duration(t, "connect_timeout")?);
+    }
+    if let Some(t) = operation_timeout {
+        tb = tb.operation_timeout(duration(t, "operation_timeout")?);
+    }
+    Ok((tb, engine))
 }
 
 impl Cache {
@@ -246,63 +344,22 @@ impl Cache {
         let namespace = namespace
             .or_else(|| env("DYNACACHE_KV_NAMESPACE"))
             .unwrap_or_else(|| "kv".to_owned());
-        let mut tb = Table::builder()
-            .name(&name)
-            .key_attribute(key_attribute)
-            .ttl_attribute(ttl_attribute)
-            .consistent_reads(consistent_reads)
-            .policy(if create_table {
-                TablePolicy::CreateIfMissing
-            } else {
-                TablePolicy::AssumeExists
-            });
-        // The engine: an endpoint, else AWS when asked for (or implied by a region, profile
-        // or credentials), else the embedded engine in the CLI's file.
-        let wants_aws = aws.unwrap_or_else(|| {
-            region.is_some()
-                || profile.is_some()
-                || credentials.is_some()
-                || env("DYNACACHE_AWS").is_some_and(|v| truthy(&v))
-        });
-        let endpoint_url = endpoint_url.or_else(|| {
-            if aws == Some(true) {
-                None
-            } else {
-                env("AWS_ENDPOINT_URL_DYNAMODB")
-            }
-        });
-        let engine;
-        tb = if let Some(url) = &endpoint_url {
-            engine = format!("the engine at {url}");
-            tb.endpoint_url(url)
-        } else if wants_aws {
-            engine = "AWS DynamoDB".to_owned();
-            tb.aws()
-        } else if in_memory {
-            engine = "the embedded engine, in memory".to_owned();
-            tb.embedded()
-        } else {
-            let file = embedded_file
-                .or_else(|| env("DYNACACHE_EMBEDDED_FILE").map(PathBuf::from))
-                .unwrap_or_else(default_embedded_file);
-            engine = format!("the embedded engine's file {}", file.display());
-            tb.embedded_file(file)
-        };
-        if let Some(r) = region {
-            tb = tb.region(r);
-        }
-        if let Some(p) = profile {
-            tb = tb.profile(p);
-        }
-        if let Some((id, secret, token)) = credentials {
-            tb = tb.credentials(id, secret, token);
-        }
-        if let Some(t) = connect_timeout {
-            tb = tb.connect_timeout(duration(t, "connect_timeout")?);
-        }
-        if let Some(t) = operation_timeout {
-            tb = tb.operation_timeout(duration(t, "operation_timeout")?);
-        }
+        let (tb, engine) = table_builder(TableOptions {
+            name,
+            endpoint_url,
+            region,
+            profile,
+            aws,
+            credentials,
+            embedded_file,
+            in_memory,
+            create_table,
+            key_attribute,
+            ttl_attribute,
+            consistent_reads,
+            connect_timeout,
+            operation_timeout,
+        })?;
 
         let mut cb = dynacache::Cache::builder()
             .namespace(namespace)

@@ -8,6 +8,7 @@
 
 mod cache;
 mod errors;
+mod http;
 mod runtime;
 mod value;
 
@@ -18,6 +19,8 @@ use pyo3::prelude::*;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<cache::Cache>()?;
     m.add_class::<cache::Lease>()?;
+    m.add_class::<http::HttpCache>()?;
+    m.add_class::<http::Reply>()?;
     m.add("PYTHON_PICKLE_EXT", dynacache::PYTHON_PICKLE_EXT)?;
     m.add("DEFAULT_TABLE", dynacache::DEFAULT_TABLE)?;
     m.add("MAX_KEY_LEN", dynacache::MAX_KEY_LEN)?;

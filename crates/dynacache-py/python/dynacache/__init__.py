@@ -16,13 +16,16 @@ Engines: the embedded engine (default, persisted in the ``dynacache`` CLI's file
 DynamoDB-compatible endpoint (``endpoint_url=``, e.g. DynamoDB Local), or AWS DynamoDB
 (``aws=True``, or a ``region``/``profile``/``credentials``), with the standard AWS chain.
 
-Drop-in backends: :mod:`dynacache.cachelib`. Asyncio: :class:`AsyncCache`.
+Drop-in backends: :mod:`dynacache.cachelib`, :mod:`dynacache.requests_cache`,
+:mod:`dynacache.aiohttp`. Asyncio: :class:`AsyncCache`. HTTP caching on the Rust engine:
+:class:`HttpCache`, :mod:`dynacache.requests`, :mod:`dynacache.httpx`.
 """
 
 import math
 
 from ._native import DEFAULT_TABLE, MAX_KEY_LEN, PYTHON_PICKLE_EXT, Cache, Lease, default_embedded_file
 from .aio import AsyncCache
+from ._httpcache import HttpCache
 from .errors import *  # noqa: F401,F403
 from .errors import __all__ as _errors
 
@@ -34,6 +37,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Cache",
     "AsyncCache",
+    "HttpCache",
     "Lease",
     "NEVER",
     "DEFAULT_TABLE",

@@ -91,7 +91,16 @@ impl<B> CacheBody<B> {
     }
 
     /// The bytes, when the body is whole.
-    pub(crate) fn as_full(&self) -> Option<Bytes> {
+    /// The whole body, when it is in memory (a response served from the cache, or read from
+    /// the origin to be stored); `None` while it streams.
+    ///
+    /// ```
+    /// use dynacache::http::CacheBody;
+    /// fn whole(body: &CacheBody<http_body_util::Empty<bytes::Bytes>>) -> Option<bytes::Bytes> {
+    ///     body.as_full()
+    /// }
+    /// ```
+    pub fn as_full(&self) -> Option<Bytes> {
         match &self.kind {
             Kind::Full { bytes } => Some(bytes.clone().unwrap_or_default()),
             _ => None,

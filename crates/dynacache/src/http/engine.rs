@@ -328,6 +328,59 @@ impl HttpCache {
         }
     }
 
+    /// The whole cache under any HTTP client: looks `request` up, serves it from the cache when
+    /// RFC 9111 allows, and otherwise sends the origin the request it needs (the request itself,
+    /// or a conditional revalidation) through `fetch`, storing what comes back. This is what
+    /// [`CachedClient`](super::CachedClient) and [`CacheLayer`](super::CacheLayer) do for reqwest
+    /// and tower; a front-end for another client (the Python package's requests adapter and
+    /// httpx transports) calls it with that client's way of sending a request.
+    ///
+    /// `request` carries an absolute URI and its whole body (a request whose body streams cannot
+    /// be keyed: send it yourself, then call [`invalidate_for`](HttpCache::invalidate_for)).
+    /// `fetch` may be called more than once (a revalidation answered for another
+    /// representation is fetched whole). The response's [`CacheFacts`](super::CacheFacts)
+    /// extension tells whether it came from the cache and why not. Storage failures never reach
+    /// the caller; `fetch`'s own errors do, unless a stale response may stand in for them
+    /// (`stale-if-error`). `stale-while-revalidate` revalidates before answering, since there is
+    /// no client here to refresh in the background with.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use bytes::Bytes;
+    /// use dynacache::{Table, http::{CacheFacts, HttpCache, RequestOptions}};
+    ///
+    /// let cache = HttpCache::builder().build(Table::builder().open().await?)?;
+    /// let origin = |_req: http::Request<Bytes>| async {
+    ///     Ok::<_, std::convert::Infallible>(
+    ///         http::Response::builder()
+    ///             .header("cache-control", "max-age=60")
+    ///             .body(http_body_util::Full::new(Bytes::from_static(b"hello")))
+    ///             .unwrap(),
+    ///     )
+    /// };
+    /// let request = || http::Request::get("https://example.com/").body(Bytes::new()).unwrap();
+    /// let first = cache.send_with(request(), RequestOptions::default(), origin).await?;
+    /// assert!(!first.extensions().get::<CacheFacts>().unwrap().from_cache);
+    /// cache.flush().await;
+    /// let second = cache.send_with(request(), RequestOptions::default(), origin).await?;
+    /// assert!(second.extensions().get::<CacheFacts>().unwrap().from_cache);
+    /// # Ok(()) }
+    /// ```
+    pub async fn send_with<B, E, F, Fut>(
+        &self,
+        request: Request<Bytes>,
+        options: RequestOptions,
+        fetch: F,
+    ) -> Result<Response<CacheBody<B>>, E>
+    where
+        F: Fn(Request<Bytes>) -> Fut,
+        Fut: Future<Output = Result<Response<B>, E>>,
+        B: Body<Data = Bytes> + Unpin + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        self.execute(request, options, fetch, None).await
+    }
+
     /// The whole caching decision for one request. `fetch` sends a request to the origin;
     /// `refresh`, when given, lets stale-while-revalidate refresh in the background. The
     /// response's [`CacheFacts`](super::CacheFacts) say why it was forwarded, if it was.
@@ -607,8 +660,20 @@ impl HttpCache {
     }
 
     /// For a request that did not go through the cache (its body streams): removes what its
-    /// response invalidates, as [`execute`](HttpCache::execute) does for the others.
-    pub(crate) async fn invalidate_for(
+    /// response invalidates, as [`send_with`](HttpCache::send_with) does for the others (a
+    /// successful POST, PUT, DELETE or PATCH removes the stored responses of its URL and of
+    /// its `Location` and `Content-Location` on the same host).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+    /// use dynacache::{Table, http::HttpCache};
+    ///
+    /// let cache = HttpCache::builder().build(Table::builder().open().await?)?;
+    /// let (parts, ()) = http::Request::post("https://example.com/items").body(()).unwrap().into_parts();
+    /// cache.invalidate_for(parts, http::StatusCode::CREATED, &http::HeaderMap::new()).await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn invalidate_for(
         &self,
         parts: request::Parts,
         status: StatusCode,
