@@ -122,9 +122,10 @@ fn match_headers(obj: Option<&Bound<'_, PyAny>>) -> PyResult<MatchHeaders> {
     let mut names = Vec::new();
     for name in obj.try_iter()? {
         let name: String = name?.extract()?;
-        names.push(HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-            PyValueError::new_err(format!("{name:?} is not a header name"))
-        })?);
+        names.push(
+            HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| PyValueError::new_err(format!("{name:?} is not a header name")))?,
+        );
     }
     Ok(MatchHeaders::Only(names))
 }
@@ -146,7 +147,9 @@ fn header_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     if let Ok(b) = obj.cast::<PyBytes>() {
         return Ok(b.as_bytes().to_vec());
     }
-    Err(PyTypeError::new_err("header names and values are str or bytes"))
+    Err(PyTypeError::new_err(
+        "header names and values are str or bytes",
+    ))
 }
 
 /// Headers from an iterable of `(name, value)` pairs. Strict for a request (a bad one is the
@@ -156,9 +159,9 @@ fn headers_from(obj: &Bound<'_, PyAny>, strict: bool) -> PyResult<HeaderMap> {
     let mut map = HeaderMap::new();
     for pair in obj.try_iter()? {
         let pair = pair?;
-        let (name, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) = pair.extract().map_err(|_| {
-            PyTypeError::new_err("headers are an iterable of (name, value) pairs")
-        })?;
+        let (name, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) = pair
+            .extract()
+            .map_err(|_| PyTypeError::new_err("headers are an iterable of (name, value) pairs"))?;
         let name = header_bytes(&name)?;
         let value = header_bytes(&value)?;
         match (
@@ -214,9 +217,9 @@ fn next_chunk(py: Python<'_>, iter: &Py<PyAny>) -> PyResult<Option<Bytes>> {
             if let Ok(b) = chunk.cast::<PyBytes>() {
                 Ok(Some(Bytes::copy_from_slice(b.as_bytes())))
             } else {
-                let v: Vec<u8> = chunk.extract().map_err(|_| {
-                    PyTypeError::new_err("an origin body iterator yields bytes")
-                })?;
+                let v: Vec<u8> = chunk
+                    .extract()
+                    .map_err(|_| PyTypeError::new_err("an origin body iterator yields bytes"))?;
                 Ok(Some(Bytes::from(v)))
             }
         }
@@ -312,10 +315,9 @@ fn call_fetch(
         headers,
         PyBytes::new(py, &body),
     ))?;
-    let (status, headers, body): (u16, Bound<'_, PyAny>, Bound<'_, PyAny>) =
-        answer.extract().map_err(|_| {
-            PyTypeError::new_err("fetch returns (status, headers, body)")
-        })?;
+    let (status, headers, body): (u16, Bound<'_, PyAny>, Bound<'_, PyAny>) = answer
+        .extract()
+        .map_err(|_| PyTypeError::new_err("fetch returns (status, headers, body)"))?;
     let status = http::StatusCode::from_u16(status)
         .map_err(|_| PyValueError::new_err(format!("{status} is not an HTTP status")))?;
     let headers = headers_from(&headers, false)?;
@@ -423,7 +425,10 @@ impl Reply {
     }
 
     fn __repr__(&self) -> String {
-        format!("Reply(status={}, cache_status={:?})", self.status, self.cache_status)
+        format!(
+            "Reply(status={}, cache_status={:?})",
+            self.status, self.cache_status
+        )
     }
 }
 
@@ -684,8 +689,7 @@ impl HttpCache {
         }
         if let Some(patterns) = urls_expire_after.filter(|o| !o.is_none()) {
             // A dict (in its order) or a list of (glob, expiry) pairs; the first match wins.
-            let pairs: Vec<(String, Bound<'_, PyAny>)> = if let Ok(d) = patterns.cast::<PyDict>()
-            {
+            let pairs: Vec<(String, Bound<'_, PyAny>)> = if let Ok(d) = patterns.cast::<PyDict>() {
                 d.iter()
                     .map(|(k, v)| Ok((k.extract::<String>()?, v)))
                     .collect::<PyResult<_>>()?
@@ -717,16 +721,18 @@ impl HttpCache {
             b = b.heuristic_freshness(fraction, duration(&max, "heuristic_freshness")?);
         }
         if let Some(policy) = set_cookie {
-            b = b.set_cookie(match policy.to_ascii_lowercase().replace('_', "-").as_str() {
-                "store" => SetCookie::Store,
-                "strip" => SetCookie::Strip,
-                "do-not-store" => SetCookie::DoNotStore,
-                other => {
-                    return Err(PyValueError::new_err(format!(
-                        "set_cookie is 'store', 'strip' or 'do-not-store', not {other:?}"
-                    )));
-                }
-            });
+            b = b.set_cookie(
+                match policy.to_ascii_lowercase().replace('_', "-").as_str() {
+                    "store" => SetCookie::Store,
+                    "strip" => SetCookie::Strip,
+                    "do-not-store" => SetCookie::DoNotStore,
+                    other => {
+                        return Err(PyValueError::new_err(format!(
+                            "set_cookie is 'store', 'strip' or 'do-not-store', not {other:?}"
+                        )));
+                    }
+                },
+            );
         }
         if let Some(fields) = tag_fields {
             b = b.tag_fields(fields).map_err(invalid)?;
