@@ -34,7 +34,7 @@ use crate::errors::{self, Failure};
 use crate::runtime::{run, run_dc};
 
 /// requests-cache's `DO_NOT_CACHE` sentinel, accepted as `expire_after` so settings carry over.
-const REQUESTS_CACHE_DO_NOT_CACHE: i64 = 0x0D0E_0200_0207_04;
+const REQUESTS_CACHE_DO_NOT_CACHE: i64 = 0x000D_0E02_0002_0704;
 
 /// An expiry setting: `None` (the engine's default), seconds or a `timedelta`, a `datetime`,
 /// `math.inf` or `-1` (never), `0` (store, but revalidate before every use), or one of the
