@@ -194,8 +194,74 @@ def bench_aiohttp(base):
     asyncio.run(run("dynacache.aiohttp", dynacache.aiohttp.DynamoDBBackend(table, create_if_not_exists=True, **AWS)))
 
 
+# ----- issue 18: the engine under requests and httpx ---------------------------------------
+
+
+def bench_adapters(base):
+    import hishel
+    import httpx
+    import requests_cache
+    from hishel.httpx import AsyncCacheTransport as HishelTransport
+    from requests_cache.backends.dynamodb import DynamoDbCache as PeerCache
+
+    import dynacache
+    import dynacache.httpx
+    import dynacache.requests
+    import dynacache.requests_cache
+
+    table = f"bench-ad-{uuid.uuid4().hex[:8]}"
+    where = {"endpoint_url": ENDPOINT, "table": table}
+    url = base + "/r20k"
+    sessions = (
+        ("requests-cache CachedSession, its DynamoDbCache", lambda: requests_cache.CachedSession(backend=PeerCache(table + "-peer", **AWS))),
+        ("requests-cache CachedSession, dynacache drop-in", lambda: requests_cache.CachedSession(backend=dynacache.requests_cache.DynamoDbCache(table + "-dropin", **AWS))),
+        ("dynacache.requests.CachedSession", lambda: dynacache.requests.CachedSession(namespace="plain", **where)),
+        ("dynacache.requests.CachedSession + in-process tier", lambda: dynacache.requests.CachedSession(namespace="tier", in_process_bytes=64 << 20, **where)),
+    )
+    for name, make in sessions:
+        s = make()
+        s.get(url)
+        time.sleep(0.2)
+        assert s.get(url).from_cache
+        p50, p99, cpu = latencies(lambda: s.get(url), 300)
+        record(f"20 KB hit, requests: {name}", p50_ms=p50 * 1e3, p99_ms=p99 * 1e3, cpu_ms=cpu * 1e3)
+
+    async def run(name, transport, hit):
+        async with httpx.AsyncClient(transport=transport) as c:
+            await c.get(url)
+            await asyncio.sleep(0.2)
+            assert hit(await c.get(url)), name
+            lat = []
+            c0 = time.process_time()
+            for _ in range(300):
+                t0 = time.perf_counter()
+                r = await c.get(url)
+                await r.aread()
+                lat.append(time.perf_counter() - t0)
+            cpu = (time.process_time() - c0) / 300
+            lat.sort()
+            record(f"20 KB hit, httpx async: {name}", p50_ms=lat[150] * 1e3, p99_ms=lat[297] * 1e3, cpu_ms=cpu * 1e3)
+
+    db = f"/tmp/{table}-hishel.db"
+    asyncio.run(run(
+        "hishel AsyncCacheTransport, AsyncSqliteStorage (rfc=True)",
+        HishelTransport(httpx.AsyncHTTPTransport(), storage=hishel.AsyncSqliteStorage(database_path=db), rfc=True),
+        lambda r: bool((r.extensions.get("caching") or {}).get("from_cache")),
+    ))
+    asyncio.run(run(
+        "dynacache.httpx.AsyncCacheTransport (DynamoDB Local)",
+        dynacache.httpx.AsyncCacheTransport(namespace="httpx", **where),
+        lambda r: r.extensions["from_cache"],
+    ))
+    asyncio.run(run(
+        "dynacache.httpx.AsyncCacheTransport + in-process tier",
+        dynacache.httpx.AsyncCacheTransport(namespace="httpx-tier", in_process_bytes=64 << 20, **where),
+        lambda r: r.extensions["from_cache"],
+    ))
+
+
 if __name__ == "__main__":
-    which = sys.argv[1:] or ["cachelib", "requests-cache", "aiohttp"]
+    which = sys.argv[1:] or ["cachelib", "requests-cache", "aiohttp", "adapters"]
     base = origin()
     if "cachelib" in which:
         bench_cachelib()
@@ -203,6 +269,8 @@ if __name__ == "__main__":
         bench_requests_cache(base)
     if "aiohttp" in which:
         bench_aiohttp(base)
+    if "adapters" in which:
+        bench_adapters(base)
     out = os.environ.get("DYNACACHE_BENCH_JSON")
     if out:
         with open(out, "w") as f:
