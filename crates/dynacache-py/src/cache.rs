@@ -13,8 +13,8 @@ use dynacache::{
     CacheBuilder, Expiry, FleetSingleFlight, InProcessTier, Table, TableBuilder, TablePolicy,
 };
 
-use crate::errors::{self, Failure};
-use crate::runtime::{run, run_dc};
+use crate::errors::Failure;
+use crate::runtime::{PerProcess, run, run_dc};
 use crate::value::{from_value, to_value};
 
 /// The embedded engine's file the `dynacache` CLI uses by default:
@@ -40,12 +40,6 @@ fn truthy(v: &str) -> bool {
     )
 }
 
-/// What the cache is open on, for this process.
-enum State {
-    Open { pid: u32, cache: dynacache::Cache },
-    Closed,
-}
-
 /// A key/value cache on a DynamoDB table, shared with every Rust and Python process that opens
 /// the same table and namespace.
 #[pyclass(module = "dynacache._native", frozen)]
@@ -54,7 +48,7 @@ pub(crate) struct Cache {
     builder: CacheBuilder,
     pickle: bool,
     engine: String,
-    state: Mutex<State>,
+    state: PerProcess<dynacache::Cache>,
 }
 
 /// A seconds count (int or float) or a `datetime.timedelta`.
@@ -79,6 +73,11 @@ pub(crate) fn duration(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Duration>
 /// `None` (the cache's default), seconds or a `timedelta` from now, a `datetime`, or
 /// `math.inf` (never).
 pub(crate) fn expiry(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Expiry> {
+    expiry_of(obj, "ttl")
+}
+
+/// As [`expiry`], `what` naming the argument in errors.
+pub(crate) fn expiry_of(obj: Option<&Bound<'_, PyAny>>, what: &str) -> PyResult<Expiry> {
     let Some(obj) = obj.filter(|o| !o.is_none()) else {
         return Ok(Expiry::Default);
     };
@@ -95,7 +94,7 @@ pub(crate) fn expiry(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Expiry> {
     {
         return Ok(Expiry::Never);
     }
-    Ok(Expiry::After(duration(obj, "ttl")?))
+    Ok(Expiry::After(duration(obj, what)?))
 }
 
 /// A key as bytes: `str` (UTF-8) or `bytes`.
@@ -159,42 +158,26 @@ pub(crate) struct TableOptions<'a, 'py> {
 /// AWS when asked for (or implied by a region, profile or credentials), else the embedded engine
 /// in the CLI's file.
 pub(crate) fn table_builder(o: TableOptions<'_, '_>) -> PyResult<(TableBuilder, String)> {
-    let TableOptions {
-        name,
-        endpoint_url,
-        region,
-        profile,
-        aws,
-        credentials,
-        embedded_file,
-        in_memory,
-        create_table,
-        key_attribute,
-        ttl_attribute,
-        consistent_reads,
-        connect_timeout,
-        operation_timeout,
-    } = o;
     let mut tb = Table::builder()
-        .name(&name)
-        .key_attribute(key_attribute)
-        .ttl_attribute(ttl_attribute)
-        .consistent_reads(consistent_reads)
-        .policy(if create_table {
+        .name(&o.name)
+        .key_attribute(o.key_attribute)
+        .ttl_attribute(o.ttl_attribute)
+        .consistent_reads(o.consistent_reads)
+        .policy(if o.create_table {
             TablePolicy::CreateIfMissing
         } else {
             TablePolicy::AssumeExists
         });
     // The engine: an endpoint, else AWS when asked for (or implied by a region, profile
     // or credentials), else the embedded engine in the CLI's file.
-    let wants_aws = aws.unwrap_or_else(|| {
-        region.is_some()
-            || profile.is_some()
-            || credentials.is_some()
+    let wants_aws = o.aws.unwrap_or_else(|| {
+        o.region.is_some()
+            || o.profile.is_some()
+            || o.credentials.is_some()
             || env("DYNACACHE_AWS").is_some_and(|v| truthy(&v))
     });
-    let endpoint_url = endpoint_url.or_else(|| {
-        if aws == Some(true) {
+    let endpoint_url = o.endpoint_url.or_else(|| {
+        if o.aws == Some(true) {
             None
         } else {
             env("AWS_ENDPOINT_URL_DYNAMODB")
@@ -207,29 +190,30 @@ pub(crate) fn table_builder(o: TableOptions<'_, '_>) -> PyResult<(TableBuilder, 
     } else if wants_aws {
         engine = "AWS DynamoDB".to_owned();
         tb.aws()
-    } else if in_memory {
+    } else if o.in_memory {
         engine = "the embedded engine, in memory".to_owned();
         tb.embedded()
     } else {
-        let file = embedded_file
+        let file = o
+            .embedded_file
             .or_else(|| env("DYNACACHE_EMBEDDED_FILE").map(PathBuf::from))
             .unwrap_or_else(default_embedded_file);
         engine = format!("the embedded engine's file {}", file.display());
         tb.embedded_file(file)
     };
-    if let Some(r) = region {
+    if let Some(r) = o.region {
         tb = tb.region(r);
     }
-    if let Some(p) = profile {
+    if let Some(p) = o.profile {
         tb = tb.profile(p);
     }
-    if let Some((id, secret, token)) = credentials {
+    if let Some((id, secret, token)) = o.credentials {
         tb = tb.credentials(id, secret, token);
     }
-    if let Some(t) = connect_timeout {
+    if let Some(t) = o.connect_timeout {
         tb = tb.connect_timeout(duration(t, "connect_timeout")?);
     }
-    if let Some(t) = operation_timeout {
+    if let Some(t) = o.operation_timeout {
         tb = tb.operation_timeout(duration(t, "operation_timeout")?);
     }
     Ok((tb, engine))
@@ -239,38 +223,8 @@ impl Cache {
     /// The Rust cache of this process: opened again in a child after `os.fork()`, since the
     /// parent's connections and engine threads do not exist there.
     fn handle(&self, py: Python<'_>) -> PyResult<dynacache::Cache> {
-        {
-            let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            match &*state {
-                State::Closed => {
-                    return Err(errors::raise(py, "ClosedError", "the cache is closed"));
-                }
-                State::Open { pid, cache } if *pid == std::process::id() => {
-                    return Ok(cache.clone());
-                }
-                State::Open { .. } => {}
-            }
-        }
-        // Opened without holding the lock (the GIL is released while it opens).
-        let cache = open(py, self.table.clone(), self.builder.clone())?;
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        match &*state {
-            State::Open { pid, cache: theirs } if *pid == std::process::id() => {
-                return Ok(theirs.clone());
-            }
-            State::Closed => return Err(errors::raise(py, "ClosedError", "the cache is closed")),
-            State::Open { .. } => {}
-        }
-        let old = std::mem::replace(
-            &mut *state,
-            State::Open {
-                pid: std::process::id(),
-                cache: cache.clone(),
-            },
-        );
-        // The parent's cache: its connections belong to threads this process does not have.
-        std::mem::forget(old);
-        Ok(cache)
+        self.state
+            .get(py, |py| open(py, self.table.clone(), self.builder.clone()))
     }
 
     fn value(&self, py: Python<'_>, v: Option<rmpv::Value>) -> PyResult<Option<Py<PyAny>>> {
@@ -390,10 +344,7 @@ impl Cache {
             builder: cb,
             pickle,
             engine,
-            state: Mutex::new(State::Open {
-                pid: std::process::id(),
-                cache,
-            }),
+            state: PerProcess::new(cache),
         })
     }
 
@@ -424,10 +375,7 @@ impl Cache {
     /// Whether `close()` was called.
     #[getter]
     fn closed(&self) -> bool {
-        matches!(
-            *self.state.lock().unwrap_or_else(|p| p.into_inner()),
-            State::Closed
-        )
+        self.state.is_closed()
     }
 
     #[pyo3(signature = (key, default = None))]
@@ -685,16 +633,8 @@ impl Cache {
 
     /// Closes the cache: later calls raise `ClosedError`. Closing twice is allowed.
     fn close(&self, py: Python<'_>) {
-        let old = std::mem::replace(
-            &mut *self.state.lock().unwrap_or_else(|p| p.into_inner()),
-            State::Closed,
-        );
-        match old {
-            State::Open { pid, cache } if pid == std::process::id() => {
-                py.detach(move || drop(cache));
-            }
-            // Inherited from the parent of a fork: not this process's to shut down.
-            other => std::mem::forget(other),
+        if let Some(cache) = self.state.close() {
+            py.detach(move || drop(cache));
         }
     }
 

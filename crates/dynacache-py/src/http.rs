@@ -13,7 +13,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -27,11 +27,11 @@ use dynacache::http::{
     CacheBody, CacheFacts, CachedEntry, ExpireAfter, HttpCacheBuilder, MatchHeaders,
     RequestOptions, SetCookie, StaleWindow,
 };
-use dynacache::{FleetSingleFlight, InProcessTier, TableBuilder};
+use dynacache::{Expiry, FleetSingleFlight, InProcessTier, TableBuilder};
 
-use crate::cache::{TableOptions, duration, env, epoch_seconds, table_builder};
+use crate::cache::{TableOptions, duration, env, epoch_seconds, expiry_of, table_builder};
 use crate::errors::{self, Failure};
-use crate::runtime::{run, run_dc};
+use crate::runtime::{PerProcess, run, run_dc};
 
 /// requests-cache's `DO_NOT_CACHE` sentinel, accepted as `expire_after` so settings carry over.
 const REQUESTS_CACHE_DO_NOT_CACHE: i64 = 0x000D_0E02_0002_0704;
@@ -55,36 +55,24 @@ fn expire_after(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<ExpireAfter>>
             ))),
         };
     }
-    if obj.hasattr("timestamp")? && !obj.hasattr("total_seconds")? {
-        let at: f64 = obj.call_method0("timestamp")?.extract()?;
-        if !at.is_finite() {
-            return Err(PyValueError::new_err("an expiry time must be finite"));
-        }
-        return Ok(Some(ExpireAfter::At(
-            SystemTime::UNIX_EPOCH + Duration::from_secs_f64(at.max(0.0)),
-        )));
-    }
-    if !obj.hasattr("total_seconds")? {
-        if let Ok(i) = obj.extract::<i64>() {
-            match i {
-                -1 => return Ok(Some(ExpireAfter::Never)),
-                0 => return Ok(Some(ExpireAfter::Immediately)),
-                REQUESTS_CACHE_DO_NOT_CACHE => return Ok(Some(ExpireAfter::DoNotCache)),
-                _ => {}
-            }
-        }
-        if let Ok(f) = obj.extract::<f64>()
-            && f == f64::INFINITY
-        {
-            return Ok(Some(ExpireAfter::Never));
+    if !obj.hasattr("total_seconds")?
+        && let Ok(i) = obj.extract::<i64>()
+    {
+        match i {
+            -1 => return Ok(Some(ExpireAfter::Never)),
+            0 => return Ok(Some(ExpireAfter::Immediately)),
+            REQUESTS_CACHE_DO_NOT_CACHE => return Ok(Some(ExpireAfter::DoNotCache)),
+            _ => {}
         }
     }
-    let d = duration(obj, "expire_after")?;
-    Ok(Some(if d.is_zero() {
-        ExpireAfter::Immediately
-    } else {
-        ExpireAfter::After(d)
-    }))
+    // Seconds, a timedelta, a datetime or math.inf: as a key/value expiry.
+    Ok(match expiry_of(Some(obj), "expire_after")? {
+        Expiry::Never => Some(ExpireAfter::Never),
+        Expiry::At(at) => Some(ExpireAfter::At(at)),
+        Expiry::After(d) if d.is_zero() => Some(ExpireAfter::Immediately),
+        Expiry::After(d) => Some(ExpireAfter::After(d)),
+        _ => None,
+    })
 }
 
 /// A stale window: `None`/`False` (off), `True` (any staleness), or seconds / a `timedelta`.
@@ -461,14 +449,6 @@ fn reply_from(py: Python<'_>, res: http::Response<CacheBody<OriginBody>>) -> Rep
     }
 }
 
-enum State {
-    Open {
-        pid: u32,
-        cache: dynacache::http::HttpCache,
-    },
-    Closed,
-}
-
 /// An HTTP response cache on a DynamoDB table: the Rust engine, its entries shared with Rust
 /// clients and `dynacache serve` on the same table and namespace.
 #[pyclass(module = "dynacache._native", frozen, subclass)]
@@ -477,7 +457,7 @@ pub(crate) struct HttpCache {
     builder: HttpCacheBuilder,
     engine: String,
     shared: bool,
-    state: Mutex<State>,
+    state: PerProcess<dynacache::http::HttpCache>,
 }
 
 fn open(
@@ -503,37 +483,8 @@ fn entry_dict<'py>(py: Python<'py>, e: &CachedEntry) -> PyResult<Bound<'py, PyDi
 
 impl HttpCache {
     fn handle(&self, py: Python<'_>) -> PyResult<dynacache::http::HttpCache> {
-        {
-            let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            match &*state {
-                State::Closed => {
-                    return Err(errors::raise(py, "ClosedError", "the cache is closed"));
-                }
-                State::Open { pid, cache } if *pid == std::process::id() => {
-                    return Ok(cache.clone());
-                }
-                State::Open { .. } => {}
-            }
-        }
-        let cache = open(py, self.table.clone(), self.builder.clone())?;
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        match &*state {
-            State::Open { pid, cache: theirs } if *pid == std::process::id() => {
-                return Ok(theirs.clone());
-            }
-            State::Closed => return Err(errors::raise(py, "ClosedError", "the cache is closed")),
-            State::Open { .. } => {}
-        }
-        let old = std::mem::replace(
-            &mut *state,
-            State::Open {
-                pid: std::process::id(),
-                cache: cache.clone(),
-            },
-        );
-        // The parent's cache: its connections belong to threads this process does not have.
-        std::mem::forget(old);
-        Ok(cache)
+        self.state
+            .get(py, |py| open(py, self.table.clone(), self.builder.clone()))
     }
 }
 
@@ -768,10 +719,7 @@ impl HttpCache {
             builder: b,
             engine,
             shared,
-            state: Mutex::new(State::Open {
-                pid: std::process::id(),
-                cache,
-            }),
+            state: PerProcess::new(cache),
         })
     }
 
@@ -802,10 +750,7 @@ impl HttpCache {
     /// Whether `close()` was called.
     #[getter]
     fn closed(&self) -> bool {
-        matches!(
-            *self.state.lock().unwrap_or_else(|p| p.into_inner()),
-            State::Closed
-        )
+        self.state.is_closed()
     }
 
     /// Sends one request through the cache; `fetch(method, url, headers, body)` sends a request
@@ -1044,19 +989,12 @@ impl HttpCache {
 
     /// Closes the cache (waiting for its background writes): later calls raise `ClosedError`.
     fn close(&self, py: Python<'_>) {
-        let old = std::mem::replace(
-            &mut *self.state.lock().unwrap_or_else(|p| p.into_inner()),
-            State::Closed,
-        );
-        match old {
-            State::Open { pid, cache } if pid == std::process::id() => {
-                let _ = run(py, async move {
-                    cache.flush().await;
-                    drop(cache);
-                    Ok(())
-                });
-            }
-            other => std::mem::forget(other),
+        if let Some(cache) = self.state.close() {
+            let _ = run(py, async move {
+                cache.flush().await;
+                drop(cache);
+                Ok(())
+            });
         }
     }
 

@@ -86,3 +86,83 @@ where
 {
     run(py, async move { fut.await.map_err(Failure::Cache) })
 }
+
+/// A value of this process (an open cache), made again in a child after `os.fork()`: the
+/// parent's connections and engine threads do not exist there. The parent's value is leaked in
+/// the child, never dropped (dropping it would wait on threads that are gone).
+pub(crate) struct PerProcess<T> {
+    state: Mutex<Slot<T>>,
+}
+
+enum Slot<T> {
+    Open { pid: u32, value: T },
+    Closed,
+}
+
+fn closed(py: Python<'_>) -> PyErr {
+    errors::raise(py, "ClosedError", "the cache is closed")
+}
+
+impl<T: Clone> PerProcess<T> {
+    pub(crate) fn new(value: T) -> Self {
+        PerProcess {
+            state: Mutex::new(Slot::Open {
+                pid: std::process::id(),
+                value,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slot<T>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// This process's value: `open` makes it (without the lock held, so with the GIL released
+    /// while it opens) when the one held is the parent's; `ClosedError` after `close`.
+    pub(crate) fn get(
+        &self,
+        py: Python<'_>,
+        open: impl FnOnce(Python<'_>) -> PyResult<T>,
+    ) -> PyResult<T> {
+        match &*self.lock() {
+            Slot::Closed => return Err(closed(py)),
+            Slot::Open { pid, value } if *pid == std::process::id() => return Ok(value.clone()),
+            Slot::Open { .. } => {}
+        }
+        let value = open(py)?;
+        let mut slot = self.lock();
+        match &*slot {
+            Slot::Closed => return Err(closed(py)),
+            Slot::Open { pid, value: theirs } if *pid == std::process::id() => {
+                return Ok(theirs.clone());
+            }
+            Slot::Open { .. } => {}
+        }
+        let parents = std::mem::replace(
+            &mut *slot,
+            Slot::Open {
+                pid: std::process::id(),
+                value: value.clone(),
+            },
+        );
+        std::mem::forget(parents);
+        Ok(value)
+    }
+
+    /// Whether `close` was called.
+    pub(crate) fn is_closed(&self) -> bool {
+        matches!(*self.lock(), Slot::Closed)
+    }
+
+    /// Closes: later `get`s raise `ClosedError`. The value, when it is this process's (one
+    /// inherited through a fork is leaked, not returned); `None` when already closed.
+    pub(crate) fn close(&self) -> Option<T> {
+        match std::mem::replace(&mut *self.lock(), Slot::Closed) {
+            Slot::Open { pid, value } if pid == std::process::id() => Some(value),
+            other => {
+                std::mem::forget(other);
+                None
+            }
+        }
+    }
+}
