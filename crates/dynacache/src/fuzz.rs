@@ -317,6 +317,7 @@ async fn fuzz_store() -> Store {
             max_value_size: 1 << 20,
             chunk_size: 350 * 1024,
             clock: std::sync::Arc::new(crate::SystemClock),
+            objects: None,
         },
     )
     .unwrap()

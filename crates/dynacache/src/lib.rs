@@ -67,6 +67,7 @@ pub mod http;
 pub mod http_cache;
 mod kv;
 pub mod metrics;
+pub mod objects;
 mod store;
 mod table;
 mod tier;
@@ -76,6 +77,7 @@ pub use codec::PYTHON_PICKLE_EXT;
 pub use error::{Error, Result};
 pub use expiry::Expiry;
 pub use kv::{Cache, CacheBuilder, FleetSingleFlight, Lease};
+pub use objects::{DEFAULT_OBJECT_THRESHOLD, ObjectStore, ObjectStoreBuilder};
 pub use store::{CopyProgress, Key, MAX_KEY_LEN, StorageStats};
 pub use table::{
     BreakerState, CircuitBreaker, ConsumedCapacity, DEFAULT_ATTEMPT_TIMEOUT,

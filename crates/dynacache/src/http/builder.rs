@@ -44,6 +44,7 @@ pub struct HttpCacheBuilder {
     secret_keys: Vec<Vec<u8>>,
     tier: Option<crate::InProcessTier>,
     fleet: Option<crate::FleetSingleFlight>,
+    objects: Option<crate::ObjectStore>,
 }
 
 impl std::fmt::Debug for HttpCacheBuilder {
@@ -66,6 +67,29 @@ impl HttpCacheBuilder {
     /// ```
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// Keeps bodies too large for one item (or from the store's
+    /// [threshold](crate::ObjectStoreBuilder::threshold) up) in an object store: the table keeps
+    /// the entry (status, headers, expiry, tags, the object's key and digest), the object store
+    /// the bytes (see [`crate::objects`]). A 304 revalidation updates the entry only; a hit
+    /// streams the body from the object as it arrives. Every client and `dynacache serve`
+    /// sharing the table and namespace must be given the same object store.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+    /// use dynacache::{ObjectStore, Table, http::HttpCache};
+    ///
+    /// let dir = std::env::temp_dir().join(format!("dynacache-http-doc-{}", std::process::id()));
+    /// let cache = HttpCache::builder()
+    ///     .object_store(ObjectStore::builder().local(&dir).open().await?)
+    ///     .build(Table::builder().open().await?)?;
+    /// # std::fs::remove_dir_all(&dir).ok();
+    /// # Ok(()) }
+    /// ```
+    pub fn object_store(mut self, objects: crate::ObjectStore) -> Self {
+        self.objects = Some(objects);
         self
     }
 
@@ -591,6 +615,7 @@ impl HttpCacheBuilder {
                 max_value_size: self.settings.max_body_size.saturating_mul(2).max(1 << 20),
                 chunk_size: 350 * 1024,
                 clock: clock.clone(),
+                objects: self.objects.clone(),
             },
         )?;
         let policy = self.settings.policy();

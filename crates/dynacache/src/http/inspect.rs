@@ -535,4 +535,26 @@ impl HttpCache {
         }
         self.inner.store.clear().await
     }
+
+    /// Removes what no response names any more: chunk items and (with an
+    /// [object store](crate::http::HttpCacheBuilder::object_store)) objects left by a writer
+    /// that crashed, by entries that expired, or by batch deletes. Anything written in the last
+    /// 15 minutes is left alone, as it may belong to a write in progress. Returns how many
+    /// chunk items and objects were deleted.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+    /// use dynacache::{Table, http::HttpCache};
+    /// let cache = HttpCache::builder().build(Table::builder().open().await?)?;
+    /// assert_eq!(cache.vacuum().await?, 0);
+    /// # Ok(()) }
+    /// ```
+    pub async fn vacuum(&self) -> Result<u64> {
+        self.inner.store.vacuum().await
+    }
+
+    /// The object store this cache keeps large bodies in, if any.
+    pub fn object_store(&self) -> Option<&crate::ObjectStore> {
+        self.inner.store.objects()
+    }
 }

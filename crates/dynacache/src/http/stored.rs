@@ -437,8 +437,7 @@ impl HttpCache {
                 };
                 return Ok(Some((None, Some(part), None)));
             }
-            let version = crate::table::item::get_s(&item, crate::table::item::CHUNK_VERSION)
-                .map(str::to_owned);
+            let version = crate::store::payload_id(&item).map(str::to_owned);
             let entry = Entry {
                 item,
                 payload: None,
@@ -447,12 +446,7 @@ impl HttpCache {
             match store.read_deferred(&key, entry, true).await? {
                 // Replaced while it was read: the headers and the decision made on them belong
                 // to the response looked up, not to this one. A miss, not a mix of the two.
-                Some(entry)
-                    if crate::table::item::get_s(
-                        &entry.item,
-                        crate::table::item::CHUNK_VERSION,
-                    ) != version.as_deref() =>
-                {
+                Some(entry) if crate::store::payload_id(&entry.item) != version.as_deref() => {
                     Ok(None)
                 }
                 Some(entry) => {

@@ -54,6 +54,7 @@ pub struct CacheBuilder {
     max_value_size: usize,
     chunk_size: usize,
     clock: Arc<dyn Clock>,
+    objects: Option<crate::ObjectStore>,
     secret_keys: codec::SecretKeys,
     tier: Option<InProcessTier>,
     fleet: Option<FleetSingleFlight>,
@@ -71,6 +72,7 @@ impl Default for CacheBuilder {
             max_value_size: 256 * 1024 * 1024,
             chunk_size: 350 * 1024,
             clock: Arc::new(SystemClock),
+            objects: None,
             secret_keys: codec::SecretKeys::default(),
             tier: None,
             fleet: None,
@@ -215,6 +217,34 @@ impl CacheBuilder {
         self
     }
 
+    /// Keeps values too large for one item (or from the store's
+    /// [threshold](crate::ObjectStoreBuilder::threshold) up) in an object store instead of in
+    /// chunk items: the table keeps the entry, the object store the bytes (see
+    /// [`crate::objects`]). Every process sharing the table must be given the same object
+    /// store; one without it reads such entries as an `InvalidConfig` error.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+    /// use dynacache::{Cache, ObjectStore, Table};
+    ///
+    /// let dir = std::env::temp_dir().join(format!("dynacache-kv-doc-{}", std::process::id()));
+    /// let objects = ObjectStore::builder().local(&dir).open().await?;
+    /// let cache = Cache::builder()
+    ///     .object_store(objects)
+    ///     .compress_from(None)
+    ///     .build(Table::builder().open().await?)?;
+    /// let big = vec![7u8; 1 << 20];
+    /// cache.set("report", &serde_bytes::ByteBuf::from(big.clone())).await?;
+    /// let back: Option<serde_bytes::ByteBuf> = cache.get("report").await?;
+    /// assert_eq!(back.map(|b| b.into_vec()), Some(big));
+    /// # std::fs::remove_dir_all(&dir).ok();
+    /// # Ok(()) }
+    /// ```
+    pub fn object_store(mut self, objects: crate::ObjectStore) -> Self {
+        self.objects = Some(objects);
+        self
+    }
+
     /// Chunk size for values over the item limit (for tests of chunking with small values).
     #[doc(hidden)]
     pub fn chunk_size(mut self, bytes: usize) -> Self {
@@ -235,6 +265,7 @@ impl CacheBuilder {
                 max_value_size: self.max_value_size,
                 chunk_size: self.chunk_size,
                 clock: self.clock.clone(),
+                objects: self.objects.clone(),
             },
         )?;
         Ok(Cache {
@@ -1030,7 +1061,9 @@ impl Cache {
     /// Removes chunk items that no value refers to any more: left by interrupted writes, or by
     /// [`set_many`](Cache::set_many)/[`delete_many`](Cache::delete_many) replacing or deleting a
     /// large value. Chunks written in the last 15 minutes are left alone, as they may belong to
-    /// a write in progress. Returns how many chunk items were deleted.
+    /// a write in progress. With an [object store](CacheBuilder::object_store), objects that
+    /// no entry names (older than 15 minutes too: a crashed writer's, an expired entry's) are
+    /// deleted as well. Returns how many chunk items and objects were deleted.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
@@ -1042,5 +1075,17 @@ impl Cache {
     #[tracing::instrument(level = "debug", name = "dynacache.kv.vacuum", skip_all)]
     pub async fn vacuum(&self) -> Result<u64> {
         self.store().vacuum().await
+    }
+
+    /// The object store this cache keeps large values in, if any.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
+    /// let cache = dynacache::Cache::new(dynacache::Table::builder().open().await?)?;
+    /// assert!(cache.object_store().is_none());
+    /// # Ok(()) }
+    /// ```
+    pub fn object_store(&self) -> Option<&crate::ObjectStore> {
+        self.store().objects()
     }
 }

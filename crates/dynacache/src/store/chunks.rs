@@ -134,6 +134,8 @@ pub(super) fn head_attributes(head: &Item) -> Item {
         item::CHECKSUM,
         item::CHUNK_SIZE,
         item::FORMAT,
+        item::OBJECT,
+        item::OBJECT_ETAG,
     ]
     .into_iter()
     .filter_map(|k| Some((k.to_owned(), head.get(k)?.clone())))
@@ -200,6 +202,11 @@ impl Store {
         mut head_item: Item,
         include_expired: bool,
     ) -> Result<Option<ChunkedRead>> {
+        if head_item.contains_key(item::OBJECT) {
+            return self
+                .read_object_value(key, head_item, include_expired)
+                .await;
+        }
         let table = &self.inner.table;
         let mut consistent = false;
         for _ in 0..READ_ATTEMPTS {
@@ -239,6 +246,7 @@ impl Store {
                 _ => return Ok(None),
             };
             if !next.contains_key(item::CHUNK_VERSION) {
+                // A value inline, or in an object store: decoded afresh by the caller.
                 return Ok(Some(ChunkedRead::Replaced(next)));
             }
             if get_s(&next, item::CHUNK_VERSION) != Some(head.version.as_str()) {
@@ -290,6 +298,7 @@ impl Store {
         start: u64,
         end: u64,
     ) -> Result<Option<Vec<u8>>> {
+        // An object's part could only be checked against the whole object's digest: read whole.
         let Some(head) = Head::from_item(&key.pk, head, self.inner.max_value_size)? else {
             return Ok(None);
         };
@@ -331,6 +340,11 @@ impl Store {
         key: &StoredKey,
         head: &Item,
     ) -> Result<Option<(u64, tokio::sync::mpsc::Receiver<Result<bytes::Bytes>>)>> {
+        if let Some(object) =
+            super::objects::ObjectHead::from_item(&key.pk, head, self.inner.max_value_size)?
+        {
+            return self.stream_object(key, object).map(Some);
+        }
         let Some(head) = Head::from_item(&key.pk, head, self.inner.max_value_size)? else {
             return Ok(None);
         };
@@ -412,6 +426,11 @@ impl Store {
     /// The size of the payload a head names, when it can be streamed: a valid head with a
     /// recorded chunk size (heads written by old versions have none).
     pub(crate) fn streamable_size(&self, key: &StoredKey, head: &Item) -> Result<Option<u64>> {
+        if let Some(object) =
+            super::objects::ObjectHead::from_item(&key.pk, head, self.inner.max_value_size)?
+        {
+            return Ok(Some(object.size as u64));
+        }
         Ok(Head::from_item(&key.pk, head, self.inner.max_value_size)?
             .filter(|h| h.chunk_size.is_some())
             .map(|h| h.size as u64))
@@ -509,6 +528,7 @@ impl Store {
     /// logged, not returned: the write they follow has succeeded, and the chunks' TTL or
     /// [`vacuum`](Store::vacuum) reclaims them.
     pub(super) async fn remove_chunks_of(&self, old: &Item) {
+        self.remove_object_of(old).await;
         if let (Some(version), Some(Ok(count))) =
             (get_s(old, item::CHUNK_VERSION), get_i64(old, item::CHUNKS))
             && (1..=1_000_000).contains(&count)
@@ -588,7 +608,8 @@ impl Store {
     /// Removes chunk items that no value refers to any more: left by interrupted writes, or by
     /// [`put_many`](Store::put_many)/[`remove_many`](Store::remove_many) replacing or deleting a
     /// large value. Chunks written in the last 15 minutes are left alone, as they may belong to
-    /// a write in progress. Returns how many chunk items were deleted.
+    /// a write in progress. With an object store, objects no entry names (older than 15
+    /// minutes too) are deleted as well. Returns how many chunk items and objects were deleted.
     pub(crate) async fn vacuum(&self) -> Result<u64> {
         let table = &self.inner.table;
         let key_attr = table.key_attribute().to_owned();
@@ -636,6 +657,6 @@ impl Store {
         table
             .batch_write(orphans.into_iter().map(Write::Delete).collect())
             .await?;
-        Ok(removed)
+        Ok(removed + self.vacuum_objects(cutoff).await?)
     }
 }

@@ -18,6 +18,7 @@ mod copy;
 mod counter;
 mod key;
 pub(crate) mod lease;
+mod objects;
 mod scan;
 
 use std::collections::HashMap;
@@ -29,6 +30,7 @@ pub(crate) use counter::Increment;
 
 pub use key::{Key, MAX_KEY_LEN};
 pub(crate) use key::{StoredKey, validate_namespace};
+pub(crate) use objects::payload_id;
 pub use scan::StorageStats;
 
 use crate::clock::Clock;
@@ -172,6 +174,8 @@ pub(crate) struct StoreConfig {
     pub(crate) max_value_size: usize,
     pub(crate) chunk_size: usize,
     pub(crate) clock: Arc<dyn Clock>,
+    /// Where payloads too large for an item (or over its threshold) go, if anywhere.
+    pub(crate) objects: Option<crate::objects::ObjectStore>,
 }
 
 /// The entries of one namespace in one table. Cheap to clone.
@@ -188,6 +192,7 @@ struct StoreInner {
     max_value_size: usize,
     chunk_size: usize,
     clock: Arc<dyn Clock>,
+    objects: Option<crate::objects::ObjectStore>,
 }
 
 impl Store {
@@ -201,6 +206,7 @@ impl Store {
                 max_value_size: config.max_value_size,
                 chunk_size: config.chunk_size.clamp(1, INLINE_LIMIT),
                 clock: config.clock,
+                objects: config.objects,
             }),
         })
     }
@@ -417,7 +423,7 @@ impl Store {
                 chunks: None,
             }));
         }
-        if item.contains_key(item::CHUNK_VERSION) {
+        if item.contains_key(item::CHUNK_VERSION) || item.contains_key(item::OBJECT) {
             if !defer {
                 return Ok(Decoded::Chunked(item));
             }
@@ -448,12 +454,19 @@ impl Store {
         condition: Option<Expr>,
     ) -> Result<bool> {
         let mut written_chunks = None;
+        let mut written_object = None;
         let item = match self.inline_item(key, attrs, payload, stamp) {
             Ok(item) => item,
             Err((mut item, data)) => {
-                let head = self.write_chunks(key, &data, stamp).await?;
-                written_chunks = Some((head.version.clone(), head.count));
-                item.extend(head.into_attributes());
+                if let Some(objects) = self.inner.objects.as_ref() {
+                    let head = self.write_object(objects, data).await?;
+                    written_object = get_s(&head, item::OBJECT).map(str::to_owned);
+                    item.extend(head);
+                } else {
+                    let head = self.write_chunks(key, &data, stamp).await?;
+                    written_chunks = Some((head.version.clone(), head.count));
+                    item.extend(head.into_attributes());
+                }
                 item
             }
         };
@@ -468,6 +481,11 @@ impl Store {
             Ok(Put::ConditionFailed) | Err(_) => {
                 if let Some((version, count)) = written_chunks {
                     self.remove_chunks(&version, count).await;
+                }
+                if let (Some(object), Some(objects)) = (written_object, &self.inner.objects)
+                    && let Err(e) = objects.delete(&object).await
+                {
+                    tracing::warn!(error = %e, object, "could not delete an unused object; vacuum will");
                 }
                 outcome.map(|_| false)
             }
@@ -488,7 +506,7 @@ impl Store {
         if let Some(Payload { format, data }) = payload {
             item.insert(item::FORMAT.into(), s(format));
             let overhead = item::item_size(&item) + item::VALUE.len() + INLINE_SUM_BYTES + 4;
-            if overhead + data.len() > INLINE_LIMIT {
+            if overhead + data.len() > INLINE_LIMIT || self.wants_object(data.len()) {
                 return Err((item, data));
             }
             item.insert(item::CHECKSUM.into(), b(inline_sum(&data)));
@@ -534,7 +552,8 @@ impl Store {
                 None => batch.push(Write::Put(item)),
                 Some(Payload { format, data })
                     if item::item_size(&item) + data.len() + INLINE_SUM_BYTES + 16
-                        <= INLINE_LIMIT =>
+                        <= INLINE_LIMIT
+                        && !self.wants_object(data.len()) =>
                 {
                     item.insert(item::FORMAT.into(), s(format));
                     item.insert(item::CHECKSUM.into(), b(inline_sum(&data)));
@@ -719,6 +738,15 @@ impl Store {
         let taken = match self.decode_item(key, old.clone(), false, false) {
             Ok(Decoded::Absent) => Ok(None),
             Ok(Decoded::Entry(entry)) => Ok(Some(entry)),
+            Ok(Decoded::Chunked(head)) if head.contains_key(item::OBJECT) => {
+                self.read_object_of(key, &head).await.map(|payload| {
+                    Some(Entry {
+                        chunks: Some(chunks::head_attributes(&head)),
+                        item: head,
+                        payload: Some(payload?),
+                    })
+                })
+            }
             Ok(Decoded::Chunked(head)) => self.read_chunks_of(key, &head).await.map(|payload| {
                 Some(Entry {
                     chunks: Some(chunks::head_attributes(&head)),

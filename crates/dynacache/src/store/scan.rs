@@ -143,8 +143,8 @@ impl Store {
         self.table().count(&entry_prefixes(ns), filter).await
     }
 
-    /// Removes every item of the namespace (entries, expired entries, chunks, leases), and
-    /// nothing else. Returns how many items were deleted.
+    /// Removes every item of the namespace (entries, expired entries, chunks, leases) and its
+    /// objects, and nothing else. Returns how many items and objects were deleted.
     pub(crate) async fn clear(&self) -> Result<u64> {
         let mut prefixes = entry_prefixes(self.namespace());
         prefixes.push(chunk_prefix(self.namespace()));
@@ -153,7 +153,8 @@ impl Store {
         let table = self.table().clone();
         // The index marker stays: an empty namespace is completely indexed.
         let marker = crate::table::index::namespace_marker(self.namespace());
-        self.table()
+        let removed = self
+            .table()
             .scan(ScanSpec {
                 prefixes,
                 projection: Some(vec![]),
@@ -175,7 +176,9 @@ impl Store {
                 }
             })
             .try_fold(0u64, |acc, n| futures::future::ready(Ok(acc + n)))
-            .await
+            .await?;
+        // Then the namespace's objects (none is named by an entry any more).
+        Ok(removed + self.clear_objects().await?)
     }
 
     /// Reads every item of the namespace (a full scan, to the last page) and adds up what it

@@ -367,47 +367,15 @@ impl TableBuilder {
     }
 
     fn loader(&self, endpoint: Option<&str>, local: bool) -> aws_config::ConfigLoader {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).stalled_stream_protection(
-            aws_config::stalled_stream_protection::StalledStreamProtectionConfig::disabled(),
-        );
-        if let Some(url) = endpoint {
-            loader = loader.endpoint_url(url);
-        }
-        if let Some(profile) = &self.profile {
-            loader = loader.profile_name(profile);
-        }
-        match (&self.region, local) {
-            (Some(r), _) => loader = loader.region(Region::new(r.clone())),
-            // Local engines ignore the region, but the SDK needs one to sign.
-            (None, true) => loader = loader.region(Region::new("us-east-1")),
-            (None, false) => {
-                loader = loader.region(
-                    aws_config::meta::region::RegionProviderChain::default_provider()
-                        .or_else("us-east-1"),
-                )
-            }
-        }
-        match (&self.credentials, local) {
-            (Some(c), _) => loader = loader.credentials_provider(c.clone()),
-            (None, true) => {
-                loader = loader.credentials_provider(Credentials::new(
-                    "dynacache",
-                    "local",
-                    None,
-                    None,
-                    "dynacache-local",
-                ))
-            }
-            (None, false) => {}
-        }
-        // A cache gains little from long backoffs: a miss goes to the origin instead.
-        let mut retry = RetryConfig::standard()
-            .with_initial_backoff(Duration::from_millis(if local { 20 } else { 50 }))
-            .with_max_backoff(Duration::from_millis(500));
-        if let Some(n) = self.max_attempts {
-            retry = retry.with_max_attempts(n);
-        }
-        loader.retry_config(retry).timeout_config(self.timeouts())
+        aws_loader(
+            endpoint,
+            local,
+            self.region.as_deref(),
+            self.profile.as_deref(),
+            self.credentials.as_ref(),
+            self.max_attempts,
+        )
+        .timeout_config(self.timeouts())
     }
 
     /// The timeouts: the ones set, else bounded defaults (a cache must never hang its callers
@@ -421,7 +389,59 @@ impl TableBuilder {
     }
 }
 
-fn is_loopback(url: &str) -> bool {
+/// The SDK configuration loader of every client dynacache makes (DynamoDB, S3): endpoint, profile,
+/// region (a local engine gets one to sign with), credentials (a local engine gets dummy ones),
+/// and short retries (a cache gains little from long backoffs: a miss goes to the origin).
+pub(crate) fn aws_loader(
+    endpoint: Option<&str>,
+    local: bool,
+    region: Option<&str>,
+    profile: Option<&str>,
+    credentials: Option<&Credentials>,
+    max_attempts: Option<u32>,
+) -> aws_config::ConfigLoader {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).stalled_stream_protection(
+        aws_config::stalled_stream_protection::StalledStreamProtectionConfig::disabled(),
+    );
+    if let Some(url) = endpoint {
+        loader = loader.endpoint_url(url);
+    }
+    if let Some(profile) = profile {
+        loader = loader.profile_name(profile);
+    }
+    match (region, local) {
+        (Some(r), _) => loader = loader.region(Region::new(r.to_owned())),
+        (None, true) => loader = loader.region(Region::new("us-east-1")),
+        (None, false) => {
+            loader = loader.region(
+                aws_config::meta::region::RegionProviderChain::default_provider()
+                    .or_else("us-east-1"),
+            )
+        }
+    }
+    match (credentials, local) {
+        (Some(c), _) => loader = loader.credentials_provider(c.clone()),
+        (None, true) => {
+            loader = loader.credentials_provider(Credentials::new(
+                "dynacache",
+                "local",
+                None,
+                None,
+                "dynacache-local",
+            ))
+        }
+        (None, false) => {}
+    }
+    let mut retry = RetryConfig::standard()
+        .with_initial_backoff(Duration::from_millis(if local { 20 } else { 50 }))
+        .with_max_backoff(Duration::from_millis(500));
+    if let Some(n) = max_attempts {
+        retry = retry.with_max_attempts(n);
+    }
+    loader.retry_config(retry)
+}
+
+pub(crate) fn is_loopback(url: &str) -> bool {
     let rest = url.split("://").nth(1).unwrap_or(url);
     let host = rest.split(['/', '?']).next().unwrap_or("");
     let host = match host.rsplit_once(':') {

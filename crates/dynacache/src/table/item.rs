@@ -33,6 +33,10 @@ pub(crate) const CHECKSUM: &str = "cs";
 pub(crate) const SIZE: &str = "sz";
 /// Chunked value: the size of every chunk but the last, in bytes (number).
 pub(crate) const CHUNK_SIZE: &str = "cz";
+/// Payload in an object store: the object's key (string).
+pub(crate) const OBJECT: &str = "ob";
+/// Payload in an object store: the object's ETag, when the store gave one (string).
+pub(crate) const OBJECT_ETAG: &str = "oe";
 /// Chunk item: its slice of the payload (binary).
 pub(crate) const DATA: &str = "d";
 /// Chunk item: the key of the head item it belongs to (string).

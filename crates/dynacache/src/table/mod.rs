@@ -20,11 +20,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::ConsumedCapacity as SdkCapacity;
 
+pub(crate) use breaker::Breaker;
 pub use breaker::{BreakerState, CircuitBreaker, StorageHealth};
 pub use builder::{
     DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_OPERATION_TIMEOUT, Engine,
     TableBuilder,
 };
+pub(crate) use builder::{aws_loader, is_loopback};
 pub use index::{META_ATTRIBUTE, META_INDEX, META_PROJECTED, META_SHARDS, Reindexed};
 pub(crate) use ops::{Expr, Put, Write};
 pub(crate) use scan::ScanSpec;
