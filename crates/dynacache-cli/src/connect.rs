@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use dynacache::http::HttpCache;
-use dynacache::{Cache, Table, TableBuilder, TablePolicy};
+use dynacache::{Cache, ObjectStore, ObjectStoreBuilder, Table, TableBuilder, TablePolicy};
 
 use crate::error::CliError;
 
@@ -58,6 +58,19 @@ pub struct Connection {
     /// ~/.local/share/dynacache/cache.db].
     #[arg(long, global = true, env = "DYNACACHE_EMBEDDED_FILE")]
     pub embedded_file: Option<PathBuf>,
+    /// Keep values and bodies too large for one item in an object store: s3://bucket/prefix
+    /// (AWS, or the S3-compatible server at --object-store-endpoint-url), file:///directory or a
+    /// path, or `embedded` (a directory beside the embedded engine's file). Every process
+    /// sharing the table must use the same one.
+    #[arg(long, global = true, env = "DYNACACHE_OBJECT_STORE")]
+    pub object_store: Option<String>,
+    /// An S3-compatible endpoint for --object-store s3://..., such as http://127.0.0.1:9000.
+    #[arg(long, global = true, env = "AWS_ENDPOINT_URL_S3")]
+    pub object_store_endpoint_url: Option<String>,
+    /// Payloads from this many bytes up go to the object store [default: those too large for
+    /// one item, about 400 KB].
+    #[arg(long, global = true, env = "DYNACACHE_OBJECT_THRESHOLD")]
+    pub object_threshold: Option<usize>,
     /// Make no control-plane call: the table is assumed to exist (least-privilege IAM).
     #[arg(long, global = true)]
     pub assume_exists: bool,
@@ -203,17 +216,80 @@ impl Connection {
 
     pub async fn http(&self, creates: Creates) -> Result<HttpCache, CliError> {
         let table = self.table(creates).await?;
-        HttpCache::builder()
-            .namespace(&self.namespace)
-            .build(table)
-            .map_err(|e| CliError::storage(e, self))
+        let mut b = HttpCache::builder().namespace(&self.namespace);
+        if let Some(objects) = self.objects().await? {
+            b = b.object_store(objects);
+        }
+        b.build(table).map_err(|e| CliError::storage(e, self))
     }
 
     pub async fn kv(&self, creates: Creates) -> Result<Cache, CliError> {
         let table = self.table(creates).await?;
-        Cache::builder()
-            .namespace(&self.kv_namespace)
-            .build(table)
-            .map_err(|e| CliError::storage(e, self))
+        let mut b = Cache::builder().namespace(&self.kv_namespace);
+        if let Some(objects) = self.objects().await? {
+            b = b.object_store(objects);
+        }
+        b.build(table).map_err(|e| CliError::storage(e, self))
+    }
+
+    /// The object store builder `--object-store` names, if any.
+    pub fn object_store_builder(&self) -> Result<Option<ObjectStoreBuilder>, CliError> {
+        let Some(url) = self.object_store.as_deref() else {
+            return Ok(None);
+        };
+        let mut b = if url == "embedded" {
+            if !self.is_embedded() {
+                return Err(CliError::new(
+                    "--object-store embedded needs the embedded engine: give s3://bucket/prefix \
+                     or a directory",
+                    2,
+                ));
+            }
+            let mut dir = self.embedded_path().into_os_string();
+            dir.push(".objects");
+            ObjectStore::builder().local(PathBuf::from(dir))
+        } else {
+            ObjectStore::builder()
+                .url(url)
+                .map_err(|e| CliError::new(format!("--object-store: {e}"), 2))?
+        };
+        if let Some(url) = &self.object_store_endpoint_url {
+            b = b.endpoint_url(url);
+        }
+        if let Some(r) = &self.region {
+            b = b.region(r);
+        }
+        if let Some(p) = &self.profile {
+            b = b.profile(p);
+        }
+        if let Some(t) = self.object_threshold {
+            b = b.threshold(t);
+        }
+        Ok(Some(
+            b.assume_exists(self.assume_exists)
+                .connect_timeout(std::time::Duration::from_secs(3)),
+        ))
+    }
+
+    /// The bucket and prefix of `--object-store s3://bucket/prefix`, if that is what it names.
+    pub fn object_bucket(&self) -> Option<(String, String)> {
+        let rest = self.object_store.as_deref()?.strip_prefix("s3://")?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        Some((
+            bucket.to_owned(),
+            dynacache::objects::normalize_prefix(prefix),
+        ))
+    }
+
+    /// Opens the object store `--object-store` names, if any.
+    pub async fn objects(&self) -> Result<Option<ObjectStore>, CliError> {
+        match self.object_store_builder()? {
+            None => Ok(None),
+            Some(b) => b
+                .open()
+                .await
+                .map(Some)
+                .map_err(|e| CliError::storage(e, self)),
+        }
     }
 }

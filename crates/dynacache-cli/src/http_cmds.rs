@@ -578,3 +578,25 @@ pub async fn clear(conn: &Connection, out: &Output, args: ClearArgs) -> Result<(
     report_deleted(out, &cache, "deleted_items", deleted, "items");
     Ok(())
 }
+
+/// `dynacache vacuum`: chunk items and objects no entry names, in both namespaces.
+pub async fn vacuum(conn: &Connection, out: &Output) -> Result<(), CliError> {
+    let http = conn.http(Creates::No).await?;
+    let kv = conn.kv(Creates::No).await?;
+    let bar = out.progress("vacuuming");
+    let from_http = http
+        .vacuum()
+        .await
+        .map_err(|e| CliError::storage(e, conn))?;
+    let from_kv = kv.vacuum().await.map_err(|e| CliError::storage(e, conn))?;
+    bar.finish_and_clear();
+    if out.json {
+        out.json_line(&json!({ "http": from_http, "kv": from_kv }));
+    } else {
+        println!(
+            "deleted {from_http} unreferenced chunk items and objects of namespace {:?}, {from_kv} of {:?}",
+            conn.namespace, conn.kv_namespace
+        );
+    }
+    Ok(())
+}

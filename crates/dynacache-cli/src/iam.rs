@@ -50,7 +50,7 @@ struct Statement {
     #[serde(rename = "Action")]
     action: Vec<&'static str>,
     #[serde(rename = "Resource")]
-    resource: String,
+    resource: serde_json::Value,
     #[serde(rename = "Condition", skip_serializing_if = "Option::is_none")]
     condition: Option<serde_json::Value>,
 }
@@ -63,6 +63,8 @@ pub struct Request<'a> {
     pub region: Option<&'a str>,
     pub account: Option<&'a str>,
     pub allow_scan: bool,
+    /// The bucket and key prefix of the object store, when there is one.
+    pub objects: Option<(String, String)>,
 }
 
 /// The policy document (pretty JSON, ending with a newline) and notes for people.
@@ -196,7 +198,7 @@ pub fn policy(req: &Request<'_>) -> Result<Printed, CliError> {
         sid: "DynacacheItemsOfItsNamespaces",
         effect: "Allow",
         action: ITEM_ACTIONS.to_vec(),
-        resource: resource.clone(),
+        resource: json!(resource),
         condition: Some(json!({
             "ForAllValues:StringLike": { "dynamodb:LeadingKeys": leading_keys },
             "Null": { "dynamodb:LeadingKeys": "false" },
@@ -208,7 +210,7 @@ pub fn policy(req: &Request<'_>) -> Result<Printed, CliError> {
         sid: "DynacacheMetadataIndexOfItsNamespaces",
         effect: "Allow",
         action: vec!["dynamodb:Query"],
-        resource: format!("{resource}/index/{}", dynacache::META_INDEX),
+        resource: json!(format!("{resource}/index/{}", dynacache::META_INDEX)),
         condition: Some(json!({
             "ForAllValues:StringLike": { "dynamodb:LeadingKeys": leading_keys },
             "Null": { "dynamodb:LeadingKeys": "false" },
@@ -219,8 +221,39 @@ pub fn policy(req: &Request<'_>) -> Result<Printed, CliError> {
             sid: "DynacacheScanOfTheWholeTable",
             effect: "Allow",
             action: vec!["dynamodb:Scan"],
-            resource: resource.clone(),
+            resource: json!(resource),
             condition: None,
+        });
+    }
+    if let Some((bucket, prefix)) = &req.objects {
+        let partition = partition(req.region);
+        let prefixes: Vec<String> = namespaces
+            .iter()
+            .map(|ns| dynacache::objects::namespace_prefix(prefix, ns))
+            .collect();
+        statement.push(Statement {
+            sid: "DynacacheObjectsOfItsNamespaces",
+            effect: "Allow",
+            action: vec!["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+            resource: json!(
+                prefixes
+                    .iter()
+                    .map(|p| format!("arn:{partition}:s3:::{bucket}/{p}*"))
+                    .collect::<Vec<_>>()
+            ),
+            condition: None,
+        });
+        // `clear` and `vacuum` list a namespace's objects: ListBucket, confined to its prefixes.
+        statement.push(Statement {
+            sid: "DynacacheListingOfItsObjects",
+            effect: "Allow",
+            action: vec!["s3:ListBucket"],
+            resource: json!(format!("arn:{partition}:s3:::{bucket}")),
+            condition: Some(json!({
+                "StringLike": {
+                    "s3:prefix": prefixes.iter().map(|p| format!("{p}*")).collect::<Vec<_>>()
+                },
+            })),
         });
     }
     let mut document = serde_json::to_string_pretty(&Policy {
@@ -263,6 +296,13 @@ pub fn policy(req: &Request<'_>) -> Result<Printed, CliError> {
          (CLI: --assume-exists)."
             .to_owned(),
     );
+    if let Some((bucket, _)) = &req.objects {
+        notes.push(format!(
+            "Objects: GetObject, PutObject and DeleteObject under each namespace's prefix of \
+             bucket {bucket:?}, and ListBucket of those prefixes only; no bucket-level call \
+             (--assume-exists skips the bucket check too)."
+        ));
+    }
     if req.region.is_none() || req.account.is_none() {
         notes.push(
             "Replace ${Region} and ${AccountId} in the resource, or pass --region and --account."
@@ -283,6 +323,7 @@ mod tests {
             region: None,
             account: None,
             allow_scan: false,
+            objects: None,
         }
     }
 

@@ -73,6 +73,13 @@ enum Command {
     /// Delete every cached response of the namespace.
     #[command(after_help = "Example:\n  dynacache clear --yes")]
     Clear(http_cmds::ClearArgs),
+    /// Delete chunk items and objects no entry names any more (left by crashed writers, expired
+    /// entries and batch deletes), in the HTTP and key/value namespaces; anything written in the
+    /// last 15 minutes is left alone.
+    #[command(
+        after_help = "Example:\n  dynacache vacuum\n  dynacache --aws --object-store s3://my-bucket/cache vacuum"
+    )]
+    Vacuum,
     /// Copy the cache to another table, engine or namespace (from the embedded file to AWS, say).
     #[command(
         after_help = "Example:\n  dynacache copy --to-aws --to-region eu-west-1 --to-assume-exists\n  dynacache copy --what kv --to-endpoint-url http://127.0.0.1:8000 --to-kv-namespace kv2"
@@ -143,6 +150,7 @@ async fn run(cli: Cli) -> Result<(), error::CliError> {
         Command::Rm(args) => http_cmds::rm(conn, out, args).await,
         Command::Purge(args) => http_cmds::purge(conn, out, args).await,
         Command::Clear(args) => http_cmds::clear(conn, out, args).await,
+        Command::Vacuum => http_cmds::vacuum(conn, out).await,
         Command::Serve(args) => serve::run(conn, out, args).await,
         Command::Copy(args) => copy_cmd::run(conn, out, args).await,
         Command::Kv(cmd) => kv_cmds::run(conn, out, cmd).await,

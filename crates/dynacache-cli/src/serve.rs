@@ -477,6 +477,7 @@ pub async fn run(conn: &Connection, out: &Output, args: ServeArgs) -> Result<(),
     if let Err(e) = table.warm().await {
         tracing::warn!(error = %e, "dynacache serve: the table is not reachable yet; serving from the origin until it is");
     }
+    let objects = conn.objects().await?;
     let mut served = Vec::new();
     for (site, origin) in &sites {
         let namespace = site.namespace.as_deref().unwrap_or(&conn.namespace);
@@ -492,6 +493,9 @@ pub async fn run(conn: &Connection, out: &Output, args: ServeArgs) -> Result<(),
             // The memory is shared out between the sites.
             let bytes = args.memory_mib.saturating_mul(1 << 20) / sites.len() as u64;
             builder = builder.in_process(InProcessTier::new(bytes).l1_ttl(args.l1_ttl));
+        }
+        if let Some(objects) = &objects {
+            builder = builder.object_store(objects.clone());
         }
         let cache = builder
             .build(table.clone())

@@ -198,10 +198,12 @@ pub async fn run(conn: &Connection, out: &Output, cmd: TableCommand) -> Result<(
                     2,
                 ));
             }
+            let bucket = conn.object_bucket();
             let spec = Spec {
                 table: &conn.table,
                 key: "key",
                 ttl: "ttl",
+                bucket: bucket.as_ref().map(|(b, p)| (b.as_str(), p.as_str())),
             };
             let text = match format {
                 Format::Cloudformation => cloudformation(&spec),
@@ -213,6 +215,7 @@ pub async fn run(conn: &Connection, out: &Output, cmd: TableCommand) -> Result<(
                         region: conn.region.as_deref(),
                         account: account.as_deref(),
                         allow_scan,
+                        objects: conn.object_bucket(),
                     })?;
                     for note in &printed.notes {
                         out.note(note);
@@ -297,7 +300,13 @@ pub struct Spec<'a> {
     pub table: &'a str,
     pub key: &'a str,
     pub ttl: &'a str,
+    /// The object store's bucket and key prefix (`--object-store s3://bucket/prefix`).
+    pub bucket: Option<(&'a str, &'a str)>,
 }
+
+/// The days after which the lifecycle rule deletes an object: a backstop for objects no entry
+/// names (an entry outliving it is read as a miss, never as wrong bytes).
+const OBJECT_EXPIRATION_DAYS: u32 = 30;
 
 pub fn cloudformation(s: &Spec<'_>) -> String {
     format!(
@@ -335,18 +344,106 @@ Resources:
       TimeToLiveSpecification:
         AttributeName: {ttl}
         Enabled: true
-Outputs:
+{bucket}Outputs:
   TableName:
     Value: !Ref CacheTable
   TableArn:
     Value: !GetAtt CacheTable.Arn
-"#,
+{bucket_out}"#,
         table = s.table,
         key = s.key,
         ttl = s.ttl,
         mi = dynacache::META_ATTRIBUTE,
         index = dynacache::META_INDEX,
         projected = dynacache::META_PROJECTED.join(", "),
+        bucket = s
+            .bucket
+            .map_or(String::new(), |(b, p)| cloudformation_bucket(b, p)),
+        bucket_out = if s.bucket.is_some() {
+            "  BucketName:\n    Value: !Ref ObjectBucket\n"
+        } else {
+            ""
+        },
+    )
+}
+
+/// The object store's bucket: private, encrypted, and a lifecycle rule as a backstop.
+fn cloudformation_bucket(bucket: &str, prefix: &str) -> String {
+    format!(
+        r#"  # Large values and bodies (`--object-store s3://{bucket}/{prefix}`). Writers delete the
+  # objects they replace, and `dynacache vacuum` those no entry names; the lifecycle rule is a
+  # backstop (an entry outliving its object is a miss). Set the days above your longest expiry.
+  ObjectBucket:
+    Type: AWS::S3::Bucket
+    Properties:
+      BucketName: {bucket}
+      PublicAccessBlockConfiguration:
+        BlockPublicAcls: true
+        BlockPublicPolicy: true
+        IgnorePublicAcls: true
+        RestrictPublicBuckets: true
+      BucketEncryption:
+        ServerSideEncryptionConfiguration:
+          - ServerSideEncryptionByDefault:
+              SSEAlgorithm: AES256
+      LifecycleConfiguration:
+        Rules:
+          - Id: dynacache-backstop
+            Status: Enabled
+            Prefix: "{prefix}"
+            ExpirationInDays: {days}
+            AbortIncompleteMultipartUpload:
+              DaysAfterInitiation: 1
+"#,
+        days = OBJECT_EXPIRATION_DAYS,
+    )
+}
+
+/// The object store's bucket for Terraform.
+fn terraform_bucket(bucket: &str, prefix: &str) -> String {
+    format!(
+        r#"
+# Large values and bodies (`--object-store s3://{bucket}/{prefix}`). Writers delete the objects
+# they replace, and `dynacache vacuum` those no entry names; the lifecycle rule is a backstop (an
+# entry outliving its object is a miss). Set the days above your longest expiry.
+resource "aws_s3_bucket" "objects" {{
+  bucket = "{bucket}"
+}}
+
+resource "aws_s3_bucket_public_access_block" "objects" {{
+  bucket                  = aws_s3_bucket.objects.id
+  block_public_acls       = true
+  block_public_policy     = true
+  ignore_public_acls      = true
+  restrict_public_buckets = true
+}}
+
+resource "aws_s3_bucket_lifecycle_configuration" "objects" {{
+  bucket = aws_s3_bucket.objects.id
+
+  rule {{
+    id     = "dynacache-backstop"
+    status = "Enabled"
+
+    filter {{
+      prefix = "{prefix}"
+    }}
+
+    expiration {{
+      days = {days}
+    }}
+
+    abort_incomplete_multipart_upload {{
+      days_after_initiation = 1
+    }}
+  }}
+}}
+
+output "bucket_name" {{
+  value = aws_s3_bucket.objects.bucket
+}}
+"#,
+        days = OBJECT_EXPIRATION_DAYS,
     )
 }
 
@@ -395,7 +492,7 @@ output "table_name" {{
 output "table_arn" {{
   value = aws_dynamodb_table.cache.arn
 }}
-"#,
+{bucket}"#,
         table = s.table,
         key = s.key,
         ttl = s.ttl,
@@ -406,5 +503,8 @@ output "table_arn" {{
             .map(|a| format!("{a:?}"))
             .collect::<Vec<_>>()
             .join(", "),
+        bucket = s
+            .bucket
+            .map_or(String::new(), |(b, p)| terraform_bucket(b, p)),
     )
 }

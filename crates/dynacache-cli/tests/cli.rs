@@ -2287,3 +2287,92 @@ fn a_closed_stdout_ends_the_command_quietly() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `--object-store embedded`: values from `--object-threshold` up are objects in a directory
+/// beside the embedded file, read back by `kv get`, deleted by `kv del`; `vacuum` answers.
+#[test]
+fn the_object_store_keeps_large_values_beside_the_embedded_file() {
+    let place = Place::embedded();
+    let Engine::Embedded(dir) = &place.engine else {
+        unreachable!()
+    };
+    let objects = dir.path().join("cache.db.objects").join("kv");
+    // Hex of noise: about 4 KB once compressed.
+    let big: String = noise(4000, 9).iter().map(|b| format!("{b:02x}")).collect();
+    let with = ["--object-store", "embedded", "--object-threshold", "1000"];
+    let args = |rest: &[&'static str]| -> Vec<&str> {
+        with.iter().copied().chain(rest.iter().copied()).collect()
+    };
+    place.ok(&[&args(&["kv", "set", "big"])[..], &[big.as_str()]].concat());
+    place.ok(&args(&["kv", "set", "small", "1"]));
+    assert_eq!(
+        std::fs::read_dir(&objects).unwrap().count(),
+        1,
+        "one object"
+    );
+    let got: Value = serde_json::from_str(place.ok(&args(&["kv", "get", "big"])).trim()).unwrap();
+    assert_eq!(got, Value::String(big.clone()));
+    // Without the object store, the entry is a clear error, not garbage or a miss.
+    let err = place.fails(&["kv", "get", "big"], 1);
+    assert!(err.contains("object store"), "{err}");
+    let vacuumed = place.json_lines(&args(&["vacuum"]));
+    assert_eq!(vacuumed[0]["kv"], 0);
+    place.ok(&args(&["kv", "del", "big"]));
+    // Deleted with its entry (an emptied directory goes too).
+    let left = std::fs::read_dir(&objects).map_or(0, |d| d.count());
+    assert_eq!(left, 0, "deleted with its entry");
+}
+
+#[test]
+fn templates_and_iam_cover_the_object_store_bucket() {
+    let (policy, notes) = iam_policy(&[
+        "--object-store",
+        "s3://cache-bucket/pre",
+        "table",
+        "template",
+        "--format",
+        "iam",
+    ]);
+    let statements = policy["Statement"].as_array().unwrap();
+    let objects = statements
+        .iter()
+        .find(|s| s["Sid"] == "DynacacheObjectsOfItsNamespaces")
+        .expect("an object statement");
+    assert_eq!(
+        objects["Resource"],
+        serde_json::json!([
+            "arn:aws:s3:::cache-bucket/pre/http/*",
+            "arn:aws:s3:::cache-bucket/pre/kv/*"
+        ])
+    );
+    let listing = statements
+        .iter()
+        .find(|s| s["Sid"] == "DynacacheListingOfItsObjects")
+        .expect("a listing statement");
+    assert_eq!(listing["Resource"], "arn:aws:s3:::cache-bucket");
+    assert_eq!(
+        listing["Condition"]["StringLike"]["s3:prefix"],
+        serde_json::json!(["pre/http/*", "pre/kv/*"])
+    );
+    assert!(notes.contains("cache-bucket"), "{notes}");
+    for format in ["cloudformation", "terraform"] {
+        let out = bare_cmd()
+            .args(["--object-store", "s3://cache-bucket/pre"])
+            .args(["table", "template", "--format", format])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.contains("cache-bucket"), "{format}: {text}");
+        assert!(
+            text.contains("dynacache-backstop"),
+            "{format}: a lifecycle rule"
+        );
+        assert!(
+            text.to_lowercase()
+                .contains("abortincompletemultipartupload")
+                || text.contains("abort_incomplete_multipart_upload"),
+            "{format}"
+        );
+    }
+}

@@ -153,7 +153,7 @@ impl ObjectStore {
     /// The prefix under which a namespace's objects are kept (for IAM policies and lifecycle
     /// rules): `{prefix}{namespace}/`, with `/` in the namespace written `~`.
     pub fn namespace_prefix(&self, namespace: &str) -> String {
-        format!("{}{}/", self.inner.prefix, namespace_segment(namespace))
+        namespace_prefix(&self.inner.prefix, namespace)
     }
 
     /// The key of a new object of a namespace: unique per write (a random version), so no
@@ -461,6 +461,31 @@ fn bounded(
     .boxed()
 }
 
+/// The key prefix of a namespace's objects under a store prefix (`""` or ending in `/`): what an
+/// IAM policy or a lifecycle rule names for it.
+///
+/// ```
+/// assert_eq!(dynacache::objects::namespace_prefix("cache/", "http"), "cache/http/");
+/// assert_eq!(dynacache::objects::namespace_prefix("", "tenant/a"), "tenant~a/");
+/// ```
+pub fn namespace_prefix(prefix: &str, namespace: &str) -> String {
+    format!("{prefix}{}/", namespace_segment(namespace))
+}
+
+/// A store prefix as [`ObjectStoreBuilder::prefix`] keeps it: no leading `/`, a trailing one.
+///
+/// ```
+/// assert_eq!(dynacache::objects::normalize_prefix("/cache"), "cache/");
+/// assert_eq!(dynacache::objects::normalize_prefix(""), "");
+/// ```
+pub fn normalize_prefix(prefix: &str) -> String {
+    let mut prefix = prefix.trim_start_matches('/').to_owned();
+    if !prefix.is_empty() && !prefix.ends_with('/') {
+        prefix.push('/');
+    }
+    prefix
+}
+
 /// A namespace as one key segment: `/` written `~` (which no namespace contains), and a leading
 /// `.` guarded, so that no namespace makes a `.` or `..` segment.
 fn namespace_segment(namespace: &str) -> String {
@@ -518,6 +543,7 @@ pub struct ObjectStoreBuilder {
     operation_timeout: Option<Duration>,
     breaker: CircuitBreaker,
     create_bucket: bool,
+    assume_exists: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -550,6 +576,7 @@ impl Default for ObjectStoreBuilder {
             operation_timeout: None,
             breaker: CircuitBreaker::default(),
             create_bucket: true,
+            assume_exists: false,
         }
     }
 }
@@ -673,12 +700,16 @@ impl ObjectStoreBuilder {
         self
     }
 
+    /// Makes no call at `open`: the bucket is assumed to exist (an IAM policy confined to the
+    /// namespaces' prefixes grants no HeadBucket). Default false.
+    pub fn assume_exists(mut self, assume: bool) -> Self {
+        self.assume_exists = assume;
+        self
+    }
+
     /// Connects (checking that the bucket or directory is there, creating it if allowed).
     pub async fn open(self) -> Result<ObjectStore> {
-        let mut prefix = self.prefix.trim_start_matches('/').to_owned();
-        if !prefix.is_empty() && !prefix.ends_with('/') {
-            prefix.push('/');
-        }
+        let prefix = normalize_prefix(&self.prefix);
         if prefix.split('/').any(|s| s == "." || s == "..") {
             return Err(Error::config(format!(
                 "object store prefix {prefix:?} has a '.' or '..' segment"
@@ -721,7 +752,9 @@ impl ObjectStoreBuilder {
                 url,
             }),
         };
-        store.check_bucket(self.create_bucket).await?;
+        if !self.assume_exists {
+            store.check_bucket(self.create_bucket).await?;
+        }
         Ok(store)
     }
 
