@@ -46,6 +46,7 @@ fn truthy(v: &str) -> bool {
 pub(crate) struct Cache {
     table: TableBuilder,
     builder: CacheBuilder,
+    objects: Option<dynacache::ObjectStoreBuilder>,
     pickle: bool,
     engine: String,
     state: PerProcess<dynacache::Cache>,
@@ -152,12 +153,18 @@ pub(crate) struct TableOptions<'a, 'py> {
     pub(crate) consistent_reads: bool,
     pub(crate) connect_timeout: Option<&'a Bound<'py, PyAny>>,
     pub(crate) operation_timeout: Option<&'a Bound<'py, PyAny>>,
+    /// `s3://bucket/prefix`, a directory, or `embedded` (beside the embedded file).
+    pub(crate) object_store: Option<String>,
+    pub(crate) object_store_endpoint_url: Option<String>,
+    pub(crate) object_threshold: Option<usize>,
 }
 
 /// The table builder for these options, and where the table lives, in words: an endpoint, else
 /// AWS when asked for (or implied by a region, profile or credentials), else the embedded engine
 /// in the CLI's file.
-pub(crate) fn table_builder(o: TableOptions<'_, '_>) -> PyResult<(TableBuilder, String)> {
+pub(crate) fn table_builder(
+    o: TableOptions<'_, '_>,
+) -> PyResult<(TableBuilder, String, Option<dynacache::ObjectStoreBuilder>)> {
     let mut tb = Table::builder()
         .name(&o.name)
         .key_attribute(o.key_attribute)
@@ -176,7 +183,7 @@ pub(crate) fn table_builder(o: TableOptions<'_, '_>) -> PyResult<(TableBuilder, 
             || o.credentials.is_some()
             || env("DYNACACHE_AWS").is_some_and(|v| truthy(&v))
     });
-    let endpoint_url = o.endpoint_url.or_else(|| {
+    let endpoint_url = o.endpoint_url.clone().or_else(|| {
         if o.aws == Some(true) {
             None
         } else {
@@ -184,6 +191,7 @@ pub(crate) fn table_builder(o: TableOptions<'_, '_>) -> PyResult<(TableBuilder, 
         }
     });
     let engine;
+    let mut file_used = None;
     tb = if let Some(url) = &endpoint_url {
         engine = format!("the engine at {url}");
         tb.endpoint_url(url)
@@ -196,11 +204,14 @@ pub(crate) fn table_builder(o: TableOptions<'_, '_>) -> PyResult<(TableBuilder, 
     } else {
         let file = o
             .embedded_file
+            .clone()
             .or_else(|| env("DYNACACHE_EMBEDDED_FILE").map(PathBuf::from))
             .unwrap_or_else(default_embedded_file);
         engine = format!("the embedded engine's file {}", file.display());
+        file_used = Some(file.clone());
         tb.embedded_file(file)
     };
+    let objects = object_store_builder(&o, file_used.as_deref())?;
     if let Some(r) = o.region {
         tb = tb.region(r);
     }
@@ -216,15 +227,78 @@ pub(crate) fn table_builder(o: TableOptions<'_, '_>) -> PyResult<(TableBuilder, 
     if let Some(t) = o.operation_timeout {
         tb = tb.operation_timeout(duration(t, "operation_timeout")?);
     }
-    Ok((tb, engine))
+    Ok((tb, engine, objects))
+}
+
+/// The object store `object_store=` (or `DYNACACHE_OBJECT_STORE`) names, with the table's
+/// region, profile, credentials and timeouts: `embedded` is a directory beside the embedded
+/// engine's file.
+fn object_store_builder(
+    o: &TableOptions<'_, '_>,
+    embedded_file: Option<&std::path::Path>,
+) -> PyResult<Option<dynacache::ObjectStoreBuilder>> {
+    let Some(url) = o
+        .object_store
+        .clone()
+        .or_else(|| env("DYNACACHE_OBJECT_STORE"))
+    else {
+        return Ok(None);
+    };
+    let mut b = if url == "embedded" {
+        let Some(file) = embedded_file else {
+            return Err(PyValueError::new_err(
+                "object_store='embedded' needs the embedded engine in a file: give \
+                 's3://bucket/prefix' or a directory",
+            ));
+        };
+        let mut dir = file.as_os_str().to_owned();
+        dir.push(".objects");
+        dynacache::ObjectStore::builder().local(PathBuf::from(dir))
+    } else {
+        dynacache::ObjectStore::builder()
+            .url(&url)
+            .map_err(|e| PyValueError::new_err(e.to_string()))?
+    };
+    if let Some(url) = o
+        .object_store_endpoint_url
+        .clone()
+        .or_else(|| env("AWS_ENDPOINT_URL_S3"))
+    {
+        b = b.endpoint_url(url);
+    }
+    if let Some(r) = &o.region {
+        b = b.region(r);
+    }
+    if let Some(p) = &o.profile {
+        b = b.profile(p);
+    }
+    if let Some((id, secret, token)) = &o.credentials {
+        b = b.credentials(id, secret, token.clone());
+    }
+    if let Some(t) = o.connect_timeout {
+        b = b.connect_timeout(duration(t, "connect_timeout")?);
+    }
+    if let Some(t) = o.operation_timeout {
+        b = b.operation_timeout(duration(t, "operation_timeout")?);
+    }
+    if let Some(t) = o.object_threshold {
+        b = b.threshold(t);
+    }
+    Ok(Some(b.assume_exists(!o.create_table)))
 }
 
 impl Cache {
     /// The Rust cache of this process: opened again in a child after `os.fork()`, since the
     /// parent's connections and engine threads do not exist there.
     fn handle(&self, py: Python<'_>) -> PyResult<dynacache::Cache> {
-        self.state
-            .get(py, |py| open(py, self.table.clone(), self.builder.clone()))
+        self.state.get(py, |py| {
+            open(
+                py,
+                self.table.clone(),
+                self.builder.clone(),
+                self.objects.clone(),
+            )
+        })
     }
 
     fn value(&self, py: Python<'_>, v: Option<rmpv::Value>) -> PyResult<Option<Py<PyAny>>> {
@@ -232,8 +306,21 @@ impl Cache {
     }
 }
 
-fn open(py: Python<'_>, table: TableBuilder, builder: CacheBuilder) -> PyResult<dynacache::Cache> {
-    run_dc(py, async move { builder.build(table.open().await?) })
+fn open(
+    py: Python<'_>,
+    table: TableBuilder,
+    builder: CacheBuilder,
+    objects: Option<dynacache::ObjectStoreBuilder>,
+) -> PyResult<dynacache::Cache> {
+    // The object store is opened with the cache, in each process (its connections are this
+    // process's, as the table's are).
+    run_dc(py, async move {
+        let builder = match objects {
+            Some(objects) => builder.object_store(objects.open().await?),
+            None => builder,
+        };
+        builder.build(table.open().await?)
+    })
 }
 
 #[pymethods]
@@ -264,6 +351,9 @@ impl Cache {
         consistent_reads = false,
         connect_timeout = None,
         operation_timeout = None,
+        object_store = None,
+        object_store_endpoint_url = None,
+        object_threshold = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -291,6 +381,9 @@ impl Cache {
         consistent_reads: bool,
         connect_timeout: Option<&Bound<'_, PyAny>>,
         operation_timeout: Option<&Bound<'_, PyAny>>,
+        object_store: Option<String>,
+        object_store_endpoint_url: Option<String>,
+        object_threshold: Option<usize>,
     ) -> PyResult<Self> {
         let name = table
             .or_else(|| env("DYNACACHE_TABLE"))
@@ -298,7 +391,7 @@ impl Cache {
         let namespace = namespace
             .or_else(|| env("DYNACACHE_KV_NAMESPACE"))
             .unwrap_or_else(|| "kv".to_owned());
-        let (tb, engine) = table_builder(TableOptions {
+        let (tb, engine, objects) = table_builder(TableOptions {
             name,
             endpoint_url,
             region,
@@ -313,6 +406,9 @@ impl Cache {
             consistent_reads,
             connect_timeout,
             operation_timeout,
+            object_store,
+            object_store_endpoint_url,
+            object_threshold,
         })?;
 
         let mut cb = dynacache::Cache::builder()
@@ -338,10 +434,11 @@ impl Cache {
         if let Some(lease) = fleet_lease {
             cb = cb.fleet_single_flight(FleetSingleFlight::new(duration(lease, "fleet_lease")?));
         }
-        let cache = open(py, tb.clone(), cb.clone())?;
+        let cache = open(py, tb.clone(), cb.clone(), objects.clone())?;
         Ok(Cache {
             table: tb,
             builder: cb,
+            objects,
             pickle,
             engine,
             state: PerProcess::new(cache),
@@ -510,6 +607,13 @@ impl Cache {
     fn clear(&self, py: Python<'_>) -> PyResult<u64> {
         let cache = self.handle(py)?;
         run_dc(py, async move { cache.clear().await })
+    }
+
+    /// Deletes chunk items and objects no entry names any more (older than 15 minutes); how
+    /// many.
+    fn vacuum(&self, py: Python<'_>) -> PyResult<u64> {
+        let cache = self.handle(py)?;
+        run_dc(py, async move { cache.vacuum().await })
     }
 
     fn keys(&self, py: Python<'_>) -> PyResult<Vec<Py<PyAny>>> {

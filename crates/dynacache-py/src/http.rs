@@ -455,6 +455,7 @@ fn reply_from(py: Python<'_>, res: http::Response<CacheBody<OriginBody>>) -> Rep
 pub(crate) struct HttpCache {
     table: TableBuilder,
     builder: HttpCacheBuilder,
+    objects: Option<dynacache::ObjectStoreBuilder>,
     engine: String,
     shared: bool,
     state: PerProcess<dynacache::http::HttpCache>,
@@ -464,8 +465,15 @@ fn open(
     py: Python<'_>,
     table: TableBuilder,
     builder: HttpCacheBuilder,
+    objects: Option<dynacache::ObjectStoreBuilder>,
 ) -> PyResult<dynacache::http::HttpCache> {
-    run_dc(py, async move { builder.build(table.open().await?) })
+    run_dc(py, async move {
+        let builder = match objects {
+            Some(objects) => builder.object_store(objects.open().await?),
+            None => builder,
+        };
+        builder.build(table.open().await?)
+    })
 }
 
 fn entry_dict<'py>(py: Python<'py>, e: &CachedEntry) -> PyResult<Bound<'py, PyDict>> {
@@ -483,8 +491,14 @@ fn entry_dict<'py>(py: Python<'py>, e: &CachedEntry) -> PyResult<Bound<'py, PyDi
 
 impl HttpCache {
     fn handle(&self, py: Python<'_>) -> PyResult<dynacache::http::HttpCache> {
-        self.state
-            .get(py, |py| open(py, self.table.clone(), self.builder.clone()))
+        self.state.get(py, |py| {
+            open(
+                py,
+                self.table.clone(),
+                self.builder.clone(),
+                self.objects.clone(),
+            )
+        })
     }
 }
 
@@ -557,6 +571,9 @@ impl HttpCache {
         lookup_timeout = None,
         write_wait = None,
         read_only = false,
+        object_store = None,
+        object_store_endpoint_url = None,
+        object_threshold = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -599,6 +616,9 @@ impl HttpCache {
         lookup_timeout: Option<&Bound<'_, PyAny>>,
         write_wait: Option<&Bound<'_, PyAny>>,
         read_only: bool,
+        object_store: Option<String>,
+        object_store_endpoint_url: Option<String>,
+        object_threshold: Option<usize>,
     ) -> PyResult<Self> {
         let name = table
             .or_else(|| env("DYNACACHE_TABLE"))
@@ -606,7 +626,7 @@ impl HttpCache {
         let namespace = namespace
             .or_else(|| env("DYNACACHE_NAMESPACE"))
             .unwrap_or_else(|| "http".to_owned());
-        let (tb, engine) = table_builder(TableOptions {
+        let (tb, engine, objects) = table_builder(TableOptions {
             name,
             endpoint_url,
             region,
@@ -621,6 +641,9 @@ impl HttpCache {
             consistent_reads,
             connect_timeout,
             operation_timeout,
+            object_store,
+            object_store_endpoint_url,
+            object_threshold,
         })?;
         let invalid = |e: dynacache::Error| errors::from_dynacache(py, &e);
         let mut b = dynacache::http::HttpCache::builder()
@@ -713,10 +736,11 @@ impl HttpCache {
         if let Some(t) = write_wait {
             b = b.write_wait(duration(t, "write_wait")?);
         }
-        let cache = open(py, tb.clone(), b.clone())?;
+        let cache = open(py, tb.clone(), b.clone(), objects.clone())?;
         Ok(HttpCache {
             table: tb,
             builder: b,
+            objects,
             engine,
             shared,
             state: PerProcess::new(cache),
@@ -942,6 +966,13 @@ impl HttpCache {
     fn clear(&self, py: Python<'_>) -> PyResult<u64> {
         let cache = self.handle(py)?;
         run_dc(py, async move { cache.clear().await })
+    }
+
+    /// Deletes chunk items and objects no response names any more (older than 15 minutes);
+    /// how many.
+    fn vacuum(&self, py: Python<'_>) -> PyResult<u64> {
+        let cache = self.handle(py)?;
+        run_dc(py, async move { cache.vacuum().await })
     }
 
     /// This process's counters: hits, misses, revalidated, stale_served, stored, coalesced,

@@ -263,6 +263,35 @@ def test_large_bodies_stream_in_chunks_from_the_cache(path, http_cache, origin):
             assert sum(len(c) for c in r.iter_bytes()) == BIG
 
 
+def test_large_bodies_live_in_the_object_store(path, engine, http_cache, origin):
+    if engine.name == "embedded":
+        objects = {"object_store": "embedded"}
+    elif os.environ.get("DYNACACHE_TEST_S3"):
+        objects = {"object_store": f"s3://py-{uuid.uuid4().hex[:12]}/http",
+                   "object_store_endpoint_url": os.environ["DYNACACHE_TEST_S3"]}
+    else:
+        pytest.skip("DYNACACHE_TEST_S3 is not set")
+    # The body compresses to a few KB: a low threshold sends it to the object store.
+    cache = http_cache(object_threshold=256, **objects)
+    session = dynacache.requests.CachedSession(cache)
+    url = origin.base + P("/big")
+    assert len(session.get(url).content) == BIG
+    cache.flush()
+    if engine.file is not None:
+        stored = engine.file.parent / "cache.db.objects" / engine.namespace
+        assert len(list(stored.iterdir())) == 1, "the body is one object"
+    again = session.get(url, stream=True)
+    assert again.from_cache
+    assert b"".join(again.iter_content(65536)) == bytes(range(256)) * (BIG // 256)
+    assert origin.count(P("/big")) == 1
+    # Another process without the object store: the entry cannot be read, and the origin answers.
+    plain = dynacache.requests.CachedSession(http_cache())
+    assert len(plain.get(url).content) == BIG
+    assert cache.clear() >= 1
+    if engine.file is not None:
+        assert not stored.exists() or not list(stored.iterdir())
+
+
 def test_the_origin_s_own_errors_reach_the_caller(path, http_cache):
     session = dynacache.requests.CachedSession(http_cache())
     with pytest.raises(requests.ConnectionError):

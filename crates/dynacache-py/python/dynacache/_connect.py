@@ -43,6 +43,9 @@ CACHE_OPTIONS = {
     "consistent_reads",
     "connect_timeout",
     "operation_timeout",
+    "object_store",
+    "object_store_endpoint_url",
+    "object_threshold",
     "namespace",
 }
 

@@ -38,6 +38,12 @@ class Cache:
     them). ``endpoint_url`` (or ``AWS_ENDPOINT_URL_DYNAMODB``) picks a DynamoDB-compatible
     endpoint; ``aws=True`` (or ``DYNACACHE_AWS=1``, or a ``region``, ``profile`` or
     ``credentials``) AWS DynamoDB with the standard credential chain.
+
+    ``object_store`` (or ``DYNACACHE_OBJECT_STORE``) keeps values too large for one item (or
+    from ``object_threshold`` bytes up) in an object store: ``"s3://bucket/prefix"`` (AWS, or
+    the S3-compatible server at ``object_store_endpoint_url``), a directory, or ``"embedded"``
+    (a directory beside the embedded engine's file). Every process sharing the table must name
+    the same one.
     """
 
     def __init__(
@@ -66,6 +72,9 @@ class Cache:
         consistent_reads: bool = False,
         connect_timeout: Optional[Seconds] = None,
         operation_timeout: Optional[Seconds] = None,
+        object_store: Optional[str] = None,
+        object_store_endpoint_url: Optional[str] = None,
+        object_threshold: Optional[int] = None,
     ) -> None: ...
     @property
     def table_name(self) -> str: ...
@@ -100,6 +109,8 @@ class Cache:
         """Subtracts ``delta`` atomically; the new value."""
     def clear(self) -> int:
         """Deletes every entry of the namespace (and nothing else); how many."""
+    def vacuum(self) -> int:
+        """Deletes chunk items and objects no entry names (older than 15 minutes); how many."""
     def keys(self) -> List[Key]:
         """The live keys of the namespace."""
     def len(self) -> int:
@@ -191,6 +202,7 @@ class HttpCache:
     def delete_older_than(self, age: Seconds) -> int: ...
     def purge_tag(self, tag: str) -> int: ...
     def clear(self) -> int: ...
+    def vacuum(self) -> int: ...
     def stats(self) -> Dict[str, int]: ...
     def storage_stats(self) -> Dict[str, Any]: ...
     def delete_table(self) -> None: ...

@@ -101,6 +101,10 @@ class AsyncCache:
         """Deletes every entry of the namespace; how many."""
         return await _call(self.sync.clear)
 
+    async def vacuum(self) -> int:
+        """Deletes chunk items and objects no entry names (older than 15 minutes); how many."""
+        return await _call(self.sync.vacuum)
+
     async def keys(self) -> list:
         """The live keys of the namespace."""
         return await _call(self.sync.keys)
