@@ -7,11 +7,13 @@
 //! key   {namespace}:{key}            (or {namespace}#{sha256} with the key bytes in `k`)
 //! w     written, epoch ms            e    logical expiry, epoch ms (absent: never)
 //! ttl   e in seconds + grace         (DynamoDB's sweeper; reads check `e`, never `ttl`)
-//! f, v  payload format and bytes     (or cv, c, sz, cs: a head naming chunk items)
+//! f, v  payload format and bytes     (or cv, c, sz, cs: a head naming chunk items;
+//!                                     or ob, oe, sz, cs: a head naming an object)
 //! ...   the owner's own attributes   (HTTP documents: status, url, headers, ...)
 //! ```
 //!
-//! See [`key`] for the key layout and [`chunks`] for payloads over the item limit.
+//! See [`key`] for the key layout, [`chunks`] for payloads over the item limit, and [`objects`]
+//! for payloads kept in an object store.
 
 pub(crate) mod chunks;
 mod copy;
