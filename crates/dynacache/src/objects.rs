@@ -272,14 +272,24 @@ impl ObjectStore {
                             Ok(got) => {
                                 let size = got.meta.size;
                                 let url = self.inner.url.clone();
-                                let body = got
+                                let body = match got.payload {
+                                    // The file opened (the one that matched): read in large
+                                    // pieces, not the crate's 8 KiB stream parts.
+                                    object_store::GetResultPayload::File(file, _) => {
+                                        file_parts(file, size, url)
+                                    }
+                                    other => object_store::GetResult {
+                                        payload: other,
+                                        ..got
+                                    }
                                     .into_stream()
                                     .map_err(move |e| {
                                         Error::Unreachable(
                                             format!("object store {url}: {e}").into(),
                                         )
                                     })
-                                    .boxed();
+                                    .boxed(),
+                                };
                                 Ok(Some(ObjectRead { size, body }))
                             }
                             Err(
@@ -434,6 +444,59 @@ impl ObjectStore {
             source: Box::new(err),
         }
     }
+}
+
+/// A local object's bytes in parts of 1 MiB, each read on a blocking thread.
+fn file_parts(file: std::fs::File, size: u64, url: String) -> BoxStream<'static, Result<Bytes>> {
+    const PART: u64 = 1 << 20;
+    futures::stream::unfold(Some((file, size)), move |state| {
+        let url = url.clone();
+        async move {
+            let (mut file, left) = state?;
+            if left == 0 {
+                return None;
+            }
+            let want = left.min(PART) as usize;
+            let read = tokio::task::spawn_blocking(move || {
+                use std::io::Read;
+                let mut buf = vec![0u8; want];
+                let mut filled = 0;
+                while filled < want {
+                    match file.read(&mut buf[filled..]) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                buf.truncate(filled);
+                Ok((file, buf))
+            })
+            .await;
+            match read {
+                // A file shorter than it was: the reader sees fewer bytes (and a digest
+                // mismatch), never other bytes.
+                Ok(Ok((_, buf))) if buf.is_empty() => None,
+                Ok(Ok((file, buf))) => {
+                    let next = left - buf.len() as u64;
+                    Some((Ok(Bytes::from(buf)), Some((file, next))))
+                }
+                Ok(Err(e)) => Some((
+                    Err(Error::Unreachable(
+                        format!("object store {url}: {e}").into(),
+                    )),
+                    None,
+                )),
+                Err(e) => Some((
+                    Err(Error::Unreachable(
+                        format!("object store {url}: {e}").into(),
+                    )),
+                    None,
+                )),
+            }
+        }
+    })
+    .boxed()
 }
 
 /// Each part of a download within `timeout`: a stalled transfer ends with an error, not a hang.

@@ -311,6 +311,7 @@ async fn a_damaged_replaced_or_missing_object_is_a_miss_never_served(engine: Eng
     pair.overwrite(&key, other).await;
     assert!(cache.get::<ByteBuf>("a").await.unwrap().is_none());
     assert!(!cache.has("a").await.unwrap(), "the broken entry is gone");
+    assert!(pair.objects_of("kv").await.is_empty(), "and its object");
     // Truncated.
     cache.set("b", &bytes(&value)).await.unwrap();
     let key = pair.objects_of("kv").await.remove(0);

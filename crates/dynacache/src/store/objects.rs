@@ -172,7 +172,7 @@ impl Store {
     }
 
     /// An entry whose object is missing or does not match it: logged, and deleted if it still
-    /// names that object (so `has` and listings stop counting it). Never served.
+    /// names that object (so `has` and listings stop counting it), with its object. Never served.
     async fn drop_broken(&self, key: &StoredKey, head: &ObjectHead) {
         tracing::warn!(
             key = %key.pk,
@@ -182,13 +182,24 @@ impl Store {
         let names = Expr::new("#ob = :ob")
             .name("#ob", item::OBJECT)
             .value(":ob", s(head.key.clone()));
-        if let Err(e) = self
+        match self
             .inner
             .table
             .delete_item(&key.pk, Some(names), false)
             .await
         {
-            tracing::debug!(error = %e, key = %key.pk, "could not delete the broken entry");
+            // No entry names it now: the object (whatever it holds) goes too.
+            Ok(crate::table::Put::Written { .. }) => {
+                if let Some(objects) = &self.inner.objects
+                    && let Err(e) = objects.delete(&head.key).await
+                {
+                    tracing::debug!(error = %e, object = %head.key, "could not delete the broken object");
+                }
+            }
+            Ok(crate::table::Put::ConditionFailed) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, key = %key.pk, "could not delete the broken entry")
+            }
         }
     }
 
