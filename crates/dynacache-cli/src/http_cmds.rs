@@ -403,6 +403,8 @@ pub async fn stats(conn: &Connection, out: &Output) -> Result<(), CliError> {
             "expired_not_swept": s.expired,
             "chunked_responses": s.chunked_entries,
             "chunk_items": s.chunk_items,
+            "object_responses": s.object_entries,
+            "object_bytes": s.object_bytes,
             "body_bytes": body_bytes,
             "stored_bytes": s.stored_bytes,
             "largest": s.largest.iter().map(|(l, b)| json!({"url": l, "stored_bytes": b})).collect::<Vec<_>>(),
@@ -420,6 +422,13 @@ pub async fn stats(conn: &Connection, out: &Output) -> Result<(), CliError> {
     );
     println!("expired, not swept:   {}", s.expired);
     println!("chunked responses:    {}", s.chunked_entries);
+    if s.object_entries > 0 {
+        println!(
+            "in the object store:  {} responses, {}",
+            s.object_entries,
+            human_bytes(s.object_bytes)
+        );
+    }
     println!("body bytes:           {}", human_bytes(body_bytes));
     println!(
         "stored bytes:         {} (compressed, with metadata)",

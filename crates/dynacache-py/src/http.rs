@@ -994,7 +994,7 @@ impl HttpCache {
     }
 
     /// What the namespace holds in the table (a scan): `entries`, `expired`, `chunk_items`,
-    /// `chunked_entries`, `stored_bytes`, `largest` (key, bytes) and `monthly_cost` (US dollars
+    /// `chunked_entries`, `object_entries`, `object_bytes`, `stored_bytes`, `largest` (key, bytes) and `monthly_cost` (US dollars
     /// at DynamoDB Standard's $0.25 per GB-month).
     fn storage_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let cache = self.handle(py)?;
@@ -1004,6 +1004,8 @@ impl HttpCache {
         d.set_item("expired", s.expired)?;
         d.set_item("chunk_items", s.chunk_items)?;
         d.set_item("chunked_entries", s.chunked_entries)?;
+        d.set_item("object_entries", s.object_entries)?;
+        d.set_item("object_bytes", s.object_bytes)?;
         d.set_item("stored_bytes", s.stored_bytes)?;
         d.set_item("largest", s.largest.clone())?;
         d.set_item("monthly_cost", s.monthly_cost(0.25))?;

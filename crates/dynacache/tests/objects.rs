@@ -232,6 +232,16 @@ async fn a_large_value_is_one_object_and_one_item(engine: Engine) {
     // Small values stay inline.
     cache.set("small", &bytes(b"tiny")).await.unwrap();
     assert_eq!(pair.objects_of("kv").await.len(), 1);
+    let stats = cache.storage_stats().await.unwrap();
+    assert_eq!(
+        (stats.entries, stats.object_entries, stats.chunk_items),
+        (2, 1, 0)
+    );
+    assert!(stats.object_bytes >= value.len() as u64, "{stats:?}");
+    assert!(
+        stats.stored_bytes < 4096,
+        "only the heads are in the table: {stats:?}"
+    );
 }
 
 async fn replacing_or_deleting_a_value_deletes_its_object(engine: Engine) {

@@ -26,7 +26,11 @@ pub struct StorageStats {
     pub chunked_entries: u64,
     /// Bytes stored, as DynamoDB counts item sizes (names and values, chunks included).
     pub stored_bytes: u64,
-    /// The largest entries (chunks included), largest first: label (the URL for HTTP
+    /// Entries whose value is an object in the object store.
+    pub object_entries: u64,
+    /// Bytes of those objects (not in `stored_bytes`: the object store bills them).
+    pub object_bytes: u64,
+    /// The largest entries (chunks and objects included), largest first: label (the URL for HTTP
     /// responses, else the key) and stored bytes.
     pub largest: Vec<(String, u64)>,
 }
@@ -217,6 +221,17 @@ impl Store {
             if item.contains_key(item::CHUNK_VERSION) {
                 stats.chunked_entries += 1;
             }
+            let object_size = if item.contains_key(item::OBJECT) {
+                let sz = get_i64(&item, item::SIZE)
+                    .and_then(|s| s.ok())
+                    .unwrap_or(0)
+                    .max(0) as u64;
+                stats.object_entries += 1;
+                stats.object_bytes += sz;
+                sz
+            } else {
+                0
+            };
             let name = match get_b(&item, item::ORIGINAL_KEY) {
                 Some(original) => Some(String::from_utf8_lossy(original).into_owned()),
                 None => pk.get(ns_len..).map(str::to_owned),
@@ -228,7 +243,7 @@ impl Store {
                 .unwrap_or_default();
             let slot = sizes.entry(pk.to_owned()).or_default();
             slot.0 = label;
-            slot.1 += size;
+            slot.1 += size + object_size;
         }
         let mut largest: Vec<(String, u64)> =
             sizes.into_values().filter(|(l, _)| !l.is_empty()).collect();
