@@ -53,6 +53,13 @@ pub struct CopyArgs {
     /// Make no control-plane call on the target: its table is assumed to exist.
     #[arg(long)]
     to_assume_exists: bool,
+    /// The target's object store (s3://bucket/prefix, a directory, or `embedded`) [default: the
+    /// source's --object-store]. Values in the source's object store are copied into it.
+    #[arg(long)]
+    to_object_store: Option<String>,
+    /// The target object store's S3-compatible endpoint [default: the source's].
+    #[arg(long)]
+    to_object_store_endpoint_url: Option<String>,
 }
 
 impl CopyArgs {
@@ -72,6 +79,12 @@ impl CopyArgs {
         }
         if let Some(t) = &self.to_table {
             to.table = t.clone();
+        }
+        if let Some(o) = &self.to_object_store {
+            to.object_store = Some(o.clone());
+        }
+        if let Some(url) = &self.to_object_store_endpoint_url {
+            to.object_store_endpoint_url = Some(url.clone());
         }
         if let Some(r) = &self.to_region {
             to.region = Some(r.clone());
@@ -157,21 +170,30 @@ pub async fn run(source: &Connection, out: &Output, args: CopyArgs) -> Result<()
                 human_bytes(p.bytes)
             ));
         };
+        let (from_objects, to_objects) = (source.objects().await?, target.objects().await?);
         let copied = if what.starts_with("HTTP") {
-            let build = |t: &dynacache::Table, ns: &str| {
-                dynacache::http::HttpCache::builder()
-                    .namespace(ns)
-                    .build(t.clone())
+            let build = |t: &dynacache::Table, ns: &str, o: &Option<dynacache::ObjectStore>| {
+                let mut b = dynacache::http::HttpCache::builder().namespace(ns);
+                if let Some(o) = o {
+                    b = b.object_store(o.clone());
+                }
+                b.build(t.clone())
             };
-            let a = build(&from, from_ns).map_err(|e| CliError::storage(e, source))?;
-            let b = build(&to, to_ns).map_err(|e| CliError::storage(e, &target))?;
+            let a =
+                build(&from, from_ns, &from_objects).map_err(|e| CliError::storage(e, source))?;
+            let b = build(&to, to_ns, &to_objects).map_err(|e| CliError::storage(e, &target))?;
             a.copy_to(&b, show).await
         } else {
-            let build = |t: &dynacache::Table, ns: &str| {
-                dynacache::Cache::builder().namespace(ns).build(t.clone())
+            let build = |t: &dynacache::Table, ns: &str, o: &Option<dynacache::ObjectStore>| {
+                let mut b = dynacache::Cache::builder().namespace(ns);
+                if let Some(o) = o {
+                    b = b.object_store(o.clone());
+                }
+                b.build(t.clone())
             };
-            let a = build(&from, from_ns).map_err(|e| CliError::storage(e, source))?;
-            let b = build(&to, to_ns).map_err(|e| CliError::storage(e, &target))?;
+            let a =
+                build(&from, from_ns, &from_objects).map_err(|e| CliError::storage(e, source))?;
+            let b = build(&to, to_ns, &to_objects).map_err(|e| CliError::storage(e, &target))?;
             a.copy_to(&b, show).await
         };
         bar.finish_and_clear();

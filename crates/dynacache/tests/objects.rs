@@ -595,4 +595,34 @@ on_both_engines!(
     a_64_megabyte_value_round_trips,
     http_bodies_stream_from_objects_and_304s_keep_them,
     an_unreachable_object_store_is_a_typed_error,
+    copying_a_namespace_copies_its_objects,
 );
+
+async fn copying_a_namespace_copies_its_objects(engine: Engine) {
+    let Some(pair) = Pair::open(engine).await else {
+        return;
+    };
+    let cache = pair.cache();
+    let value = noise(1 << 20, 70);
+    cache.set("big", &bytes(&value)).await.unwrap();
+    let target = Cache::builder()
+        .namespace("kv2")
+        .object_store(pair.objects.clone())
+        .build(pair.table.clone())
+        .unwrap();
+    let copied = cache.copy_to(&target, |_| {}).await.unwrap();
+    assert_eq!(copied.skipped, 0);
+    assert_eq!(pair.objects_of("kv2").await.len(), 1, "a copy of its own");
+    // The source's object can go: the copy does not share it.
+    cache.clear().await.unwrap();
+    let back: ByteBuf = target.get("big").await.unwrap().unwrap();
+    assert_eq!(back.into_vec(), value);
+    // A target without an object store is told so.
+    cache.set("big", &bytes(&value)).await.unwrap();
+    let bare = Cache::builder()
+        .namespace("kv3")
+        .build(pair.table.clone())
+        .unwrap();
+    let err = cache.copy_to(&bare, |_| {}).await.unwrap_err();
+    assert!(err.to_string().contains("object store"), "{err}");
+}

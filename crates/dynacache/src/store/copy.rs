@@ -73,6 +73,17 @@ impl Store {
                         (!entries || rewrite(&old_pk, &new_pk, &mut item)).then_some(item)
                     })
                     .collect();
+                // A value in the object store is copied to the target's object store, under a
+                // key of its own (the source's entry keeps its object).
+                let mut kept = Vec::with_capacity(batch.len());
+                for mut item in batch {
+                    if !entries || !item.contains_key(item::OBJECT) {
+                        kept.push(item);
+                    } else if self.copy_object(target, &mut item).await? {
+                        kept.push(item);
+                    }
+                }
+                let batch = kept;
                 done.skipped += (before - batch.len()) as u64;
                 if batch.is_empty() {
                     progress(done);
@@ -90,6 +101,28 @@ impl Store {
             }
         }
         Ok(done)
+    }
+
+    /// Copies the object an entry names into the target's object store and points the entry at
+    /// the copy. False when the source object is gone or does not match (the entry is left
+    /// behind, as a reader would find it a miss); an error when the target has no object store.
+    async fn copy_object(&self, target: &Store, item: &mut Item) -> Result<bool> {
+        let pk = get_s(item, target.table().key_attribute())
+            .unwrap_or_default()
+            .to_owned();
+        let Some(head) =
+            super::objects::ObjectHead::from_item(&pk, item, self.inner.max_value_size)?
+        else {
+            return Ok(false);
+        };
+        let Some(data) = self.fetch_object_of_head(&pk, &head).await? else {
+            return Ok(false);
+        };
+        let objects = target.objects_for(&pk)?;
+        let attrs = target.write_object(objects, data).await?;
+        item.remove(item::OBJECT_ETAG);
+        item.extend(attrs);
+        Ok(true)
     }
 
     /// An item of this namespace as the target stores it, with its key in the source.

@@ -104,8 +104,17 @@ impl Store {
         Ok(attrs)
     }
 
+    /// The whole object a head names, checked (see `fetch_object`).
+    pub(super) async fn fetch_object_of_head(
+        &self,
+        pk: &str,
+        head: &ObjectHead,
+    ) -> Result<Option<Vec<u8>>> {
+        self.fetch_object(pk, head).await
+    }
+
     /// The object store, or the error of an entry naming an object with none configured.
-    fn objects_for(&self, pk: &str) -> Result<&ObjectStore> {
+    pub(super) fn objects_for(&self, pk: &str) -> Result<&ObjectStore> {
         self.inner.objects.as_ref().ok_or_else(|| {
             Error::config(format!(
                 "entry {pk:?} keeps its value in an object store, and this cache has none \
