@@ -77,9 +77,10 @@ impl Store {
                 // key of its own (the source's entry keeps its object).
                 let mut kept = Vec::with_capacity(batch.len());
                 for mut item in batch {
-                    if !entries || !item.contains_key(item::OBJECT) {
-                        kept.push(item);
-                    } else if self.copy_object(target, &mut item).await? {
+                    let keep = !entries
+                        || !item.contains_key(item::OBJECT)
+                        || self.copy_object(target, &mut item).await?;
+                    if keep {
                         kept.push(item);
                     }
                 }
