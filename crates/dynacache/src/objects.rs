@@ -95,7 +95,8 @@ impl fmt::Debug for ObjectStore {
 
 /// An object read: its size, and its bytes as they arrive.
 pub(crate) struct ObjectRead {
-    pub(crate) size: u64,
+    /// The size the store announces (`None` when it does not say).
+    pub(crate) size: Option<u64>,
     pub(crate) body: BoxStream<'static, Result<Bytes>>,
 }
 
@@ -151,13 +152,19 @@ impl ObjectStore {
     }
 
     /// The prefix under which a namespace's objects are kept (for IAM policies and lifecycle
-    /// rules): `{prefix}{namespace}/`, with `/` in the namespace written `~`.
+    /// rules): `{prefix}{namespace}/`, with `/` in the namespace written `=s` (and a leading
+    /// `.` written `=d`).
     pub fn namespace_prefix(&self, namespace: &str) -> String {
         namespace_prefix(&self.inner.prefix, namespace)
     }
 
     /// The key of a new object of a namespace: unique per write (a random version), so no
     /// write ever overwrites an object another entry names.
+    /// Whether `key` is one of this store's keys for `namespace` (see [`is_object_key`]).
+    pub(crate) fn owns(&self, namespace: &str, key: &str) -> bool {
+        is_object_key(&self.inner.prefix, namespace, key)
+    }
+
     pub(crate) fn new_key(&self, namespace: &str) -> String {
         format!(
             "{}{:032x}",
@@ -236,7 +243,7 @@ impl ObjectStore {
                             .await
                         {
                             Ok(out) => {
-                                let size = out.content_length().unwrap_or(0).max(0) as u64;
+                                let size = out.content_length().map(|n| n.max(0) as u64);
                                 let url = self.inner.url.clone();
                                 let body = futures::stream::unfold(out.body, move |mut body| {
                                     let url = url.clone();
@@ -270,13 +277,13 @@ impl ObjectStore {
                             .await
                         {
                             Ok(got) => {
-                                let size = got.meta.size;
+                                let size = Some(got.meta.size);
                                 let url = self.inner.url.clone();
                                 let body = match got.payload {
                                     // The file opened (the one that matched): read in large
                                     // pieces, not the crate's 8 KiB stream parts.
                                     object_store::GetResultPayload::File(file, _) => {
-                                        file_parts(file, size, url)
+                                        file_parts(file, got.meta.size, url)
                                     }
                                     other => object_store::GetResult {
                                         payload: other,
@@ -303,9 +310,15 @@ impl ObjectStore {
             })
             .await?;
         let url = self.inner.url.clone();
-        Ok(found.map(|read| ObjectRead {
-            size: read.size,
-            body: bounded(read.body, timeout, url),
+        Ok(found.map(|read| {
+            // Each part within the timeout, and the whole within the transfer's deadline.
+            let whole = read
+                .size
+                .map(|size| Instant::now() + self.deadline(size as usize));
+            ObjectRead {
+                size: read.size,
+                body: bounded(read.body, timeout, whole, url),
+            }
         }))
     }
 
@@ -503,18 +516,23 @@ fn file_parts(file: std::fs::File, size: u64, url: String) -> BoxStream<'static,
 fn bounded(
     body: BoxStream<'static, Result<Bytes>>,
     timeout: Duration,
+    whole: Option<Instant>,
     url: String,
 ) -> BoxStream<'static, Result<Bytes>> {
     futures::stream::unfold(Some(body), move |body| {
         let url = url.clone();
         async move {
             let mut body = body?;
+            let timeout = match whole {
+                Some(end) => timeout.min(end.saturating_duration_since(Instant::now())),
+                None => timeout,
+            };
             match tokio::time::timeout(timeout, body.next()).await {
                 Ok(Some(part)) => Some((part, Some(body))),
                 Ok(None) => None,
                 Err(_) => Some((
                     Err(Error::Timeout(
-                        format!("object store {url}: no data for {timeout:?}").into(),
+                        format!("object store {url}: the download stalled or took too long").into(),
                     )),
                     None,
                 )),
@@ -529,7 +547,7 @@ fn bounded(
 ///
 /// ```
 /// assert_eq!(dynacache::objects::namespace_prefix("cache/", "http"), "cache/http/");
-/// assert_eq!(dynacache::objects::namespace_prefix("", "tenant/a"), "tenant~a/");
+/// assert_eq!(dynacache::objects::namespace_prefix("", "tenant/a"), "tenant=sa/");
 /// ```
 pub fn namespace_prefix(prefix: &str, namespace: &str) -> String {
     format!("{prefix}{}/", namespace_segment(namespace))
@@ -549,15 +567,22 @@ pub fn normalize_prefix(prefix: &str) -> String {
     prefix
 }
 
-/// A namespace as one key segment: `/` written `~` (which no namespace contains), and a leading
-/// `.` guarded, so that no namespace makes a `.` or `..` segment.
+/// A namespace as one key segment: `/` written `=s` and a leading `.` written `=d` (`=` is in
+/// no namespace, so no two namespaces share a segment), so that no namespace makes a `.` or `..`
+/// segment, and every character is one object stores keep as it is.
 fn namespace_segment(namespace: &str) -> String {
-    let s = namespace.replace('/', "~");
-    if s.starts_with('.') {
-        format!("~{s}")
-    } else {
-        s
-    }
+    let (lead, rest) = match namespace.strip_prefix('.') {
+        Some(rest) => ("=d", rest),
+        None => ("", namespace),
+    };
+    format!("{lead}{}", rest.replace('/', "=s"))
+}
+
+/// Whether `key` is the key of an object of `namespace` under `prefix` (as [`ObjectStore`] makes
+/// them: the namespace's prefix, then 32 hex digits), and not of a deeper prefix's store.
+pub(crate) fn is_object_key(prefix: &str, namespace: &str, key: &str) -> bool {
+    key.strip_prefix(&namespace_prefix(prefix, namespace))
+        .is_some_and(|rest| rest.len() == 32 && rest.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Whether an S3 error says the object is not there (or is not the one asked for).
@@ -567,10 +592,26 @@ fn is_absent<E: ProvideErrorMetadata>(
     use aws_sdk_s3::error::SdkError;
     match err {
         SdkError::ServiceError(s) => {
-            matches!(
-                s.err().code(),
-                Some("NoSuchKey" | "NotFound" | "NoSuchBucket" | "PreconditionFailed")
-            ) || matches!(s.raw().status().as_u16(), 404 | 412)
+            // A missing bucket is a configuration error, not a missing object: a reader pointed
+            // at the wrong bucket must not take (and delete) every entry as broken.
+            let code = s.err().code();
+            code != Some("NoSuchBucket")
+                && (matches!(code, Some("NoSuchKey" | "NotFound" | "PreconditionFailed"))
+                    || matches!(s.raw().status().as_u16(), 404 | 412))
+        }
+        _ => false,
+    }
+}
+
+/// Whether a HeadBucket error says the bucket is not there.
+fn bucket_absent<E: ProvideErrorMetadata>(
+    err: &aws_sdk_s3::error::SdkError<E, aws_smithy_runtime_api::http::Response>,
+) -> bool {
+    use aws_sdk_s3::error::SdkError;
+    match err {
+        SdkError::ServiceError(s) => {
+            matches!(s.err().code(), Some("NoSuchBucket" | "NotFound"))
+                || s.raw().status().as_u16() == 404
         }
         _ => false,
     }
@@ -877,7 +918,7 @@ impl ObjectStore {
             .guarded("object_head_bucket", self.inner.timeout, async {
                 match client.head_bucket().bucket(bucket).send().await {
                     Ok(_) => Ok(true),
-                    Err(e) if is_absent(&e) => Ok(false),
+                    Err(e) if bucket_absent(&e) => Ok(false),
                     Err(e) => Err(self.s3_error(e)),
                 }
             })
@@ -923,5 +964,47 @@ fn validate_bucket(bucket: &str) -> Result<()> {
         Err(Error::config(format!(
             "bucket name {bucket:?} is not valid: use 3 to 63 lower-case letters, digits, '-' and '.'"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_make_distinct_safe_segments() {
+        let names = [
+            "a", "a/b", "a=sb", ".x", "/.x", "=dx", "..", "a/", "a.b", "x/y/z",
+        ];
+        let segments: Vec<String> = names
+            .iter()
+            .filter(|n| crate::store::validate_namespace(n).is_ok())
+            .map(|n| namespace_segment(n))
+            .collect();
+        let mut unique = segments.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), segments.len(), "{segments:?}");
+        for s in &segments {
+            assert!(!s.contains('/') && !s.starts_with('.'), "{s}");
+        }
+        assert_eq!(namespace_segment(".."), "=d.");
+        assert_eq!(namespace_segment("/.x"), "=s.x");
+        assert_eq!(namespace_segment(".x"), "=dx");
+    }
+
+    #[test]
+    fn object_keys_are_told_from_a_deeper_store_s_keys() {
+        let key = format!("cache/{}", "a".repeat(32));
+        assert!(is_object_key("", "cache", &key));
+        let deeper = format!("cache/kv/{}", "a".repeat(32));
+        assert!(!is_object_key("", "cache", &deeper));
+        assert!(is_object_key("cache/", "kv", &deeper));
+        assert!(!is_object_key("", "cache", "cache/short"));
+        assert!(!is_object_key(
+            "",
+            "cache",
+            &format!("cache/{}", "g".repeat(32))
+        ));
     }
 }

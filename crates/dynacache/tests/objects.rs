@@ -145,7 +145,11 @@ impl Pair {
     /// Writes an object's bytes behind dynacache's back.
     async fn overwrite(&self, key: &str, bytes: Vec<u8>) {
         match &self.raw {
-            Raw::Dir(dir) => std::fs::write(dir.join(key), bytes).unwrap(),
+            Raw::Dir(dir) => {
+                let path = dir.join(key);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(path, bytes).unwrap()
+            }
             Raw::S3 { client, bucket } => {
                 client
                     .put_object()
@@ -475,6 +479,90 @@ async fn a_64_megabyte_value_round_trips(engine: Engine) {
     assert!(back.into_vec() == value);
 }
 
+async fn forged_heads_and_counters_on_objects_are_clear_errors(engine: Engine) {
+    let Some(pair) = Pair::open(engine).await else {
+        return;
+    };
+    let cache = pair.cache();
+    cache.set("big", &bytes(&noise(1 << 20, 80))).await.unwrap();
+    // A counter cannot be made of a value in the object store.
+    let err = cache.inc("big", 1).await.unwrap_err();
+    assert!(matches!(err, dynacache::Error::NotACounter { .. }), "{err}");
+    let back: ByteBuf = cache.get("big").await.unwrap().unwrap();
+    assert_eq!(back.len(), 1 << 20);
+    // A head whose object key is not a string: Corrupt, not a crash or a loop.
+    use aws_sdk_dynamodb::types::AttributeValue as A;
+    pair.table
+        .client()
+        .update_item()
+        .table_name(pair.table.name())
+        .key(pair.table.key_attribute(), A::S("kv:big".into()))
+        .update_expression("SET ob = :n")
+        .expression_attribute_values(":n", A::N("7".into()))
+        .send()
+        .await
+        .unwrap();
+    let err = cache.get::<ByteBuf>("big").await.unwrap_err();
+    assert!(err.is_corrupt(), "{err}");
+    // A head naming another store's object: deleting the entry leaves that object alone.
+    let foreign = format!("elsewhere/{}", "b".repeat(32));
+    pair.overwrite(&foreign, b"not yours".to_vec()).await;
+    pair.table
+        .client()
+        .update_item()
+        .table_name(pair.table.name())
+        .key(pair.table.key_attribute(), A::S("kv:big".into()))
+        .update_expression("SET ob = :k")
+        .expression_attribute_values(":k", A::S(foreign.clone()))
+        .send()
+        .await
+        .unwrap();
+    assert!(cache.get::<ByteBuf>("big").await.unwrap().is_none());
+    cache.delete("big").await.unwrap();
+    assert_eq!(pair.read_raw(&foreign).await, b"not yours");
+}
+
+async fn vacuum_and_clear_leave_a_deeper_store_s_objects(engine: Engine) {
+    let Some(pair) = Pair::open(engine).await else {
+        return;
+    };
+    // Two stores in one place: `inner` with prefix "outer/" (namespace "kv": keys
+    // "outer/kv/..."), and `outer` with no prefix (namespace "outer": keys "outer/...").
+    let store = |prefix: &str| {
+        let b = match &pair.raw {
+            Raw::Dir(dir) => ObjectStore::builder().local(dir),
+            Raw::S3 { bucket, .. } => ObjectStore::builder()
+                .s3(bucket)
+                .endpoint_url(std::env::var(S3_ENV).unwrap()),
+        };
+        b.prefix(prefix).open()
+    };
+    let inner = store("outer").await.unwrap();
+    let outer = store("").await.unwrap();
+    let cache = Cache::builder()
+        .object_store(inner)
+        .compress_from(None)
+        .build(pair.table.clone())
+        .unwrap();
+    cache.set("x", &bytes(&noise(1 << 20, 90))).await.unwrap();
+    let clock = ManualClock::new();
+    clock.advance(Duration::from_secs(3600));
+    let outer_cache = Cache::builder()
+        .namespace("outer")
+        .object_store(outer)
+        .clock(clock)
+        .build(pair.table.clone())
+        .unwrap();
+    assert_eq!(outer_cache.vacuum().await.unwrap(), 0);
+    outer_cache.clear().await.unwrap();
+    let back: ByteBuf = cache
+        .get("x")
+        .await
+        .unwrap()
+        .expect("the deeper store's value");
+    assert_eq!(back.len(), 1 << 20);
+}
+
 // ----- HTTP ---------------------------------------------------------------------------------
 
 fn app(cache: HttpCache, body: Bytes) -> Router {
@@ -596,6 +684,8 @@ on_both_engines!(
     http_bodies_stream_from_objects_and_304s_keep_them,
     an_unreachable_object_store_is_a_typed_error,
     copying_a_namespace_copies_its_objects,
+    forged_heads_and_counters_on_objects_are_clear_errors,
+    vacuum_and_clear_leave_a_deeper_store_s_objects,
 );
 
 async fn copying_a_namespace_copies_its_objects(engine: Engine) {

@@ -785,13 +785,15 @@ impl Cache {
     /// The bytes a stored entry's signature covers, from the item as stored under `pk` (the
     /// same as [`verify`](Cache::verify) checks once the value is read).
     pub(super) fn item_signing_input(pk: &str, item: &Item) -> Vec<u8> {
-        use crate::table::item::{CHECKSUM, CHUNK_VERSION, EXPIRES, FORMAT, VALUE};
+        use crate::table::item::{CHECKSUM, CHUNK_VERSION, EXPIRES, FORMAT, OBJECT, VALUE};
         use crate::table::item::{get_b, get_i64, get_s};
         let sum = match get_b(item, VALUE) {
             Some(value) => codec::checksum(value),
-            None if item.contains_key(CHUNK_VERSION) => get_b(item, CHECKSUM)
-                .map(<[u8]>::to_vec)
-                .unwrap_or_default(),
+            None if item.contains_key(CHUNK_VERSION) || item.contains_key(OBJECT) => {
+                get_b(item, CHECKSUM)
+                    .map(<[u8]>::to_vec)
+                    .unwrap_or_default()
+            }
             None => Vec::new(),
         };
         let expires = get_i64(item, EXPIRES).and_then(|e| e.ok());

@@ -35,6 +35,7 @@ impl Store {
             .name("#e", item::EXPIRES)
             .name("#v", item::VALUE)
             .name("#cv", item::CHUNK_VERSION)
+            .name("#ob", item::OBJECT)
             .value(":zero", n(0))
             .value(":d", n(delta))
             .value(":now", n(stamp.now));
@@ -62,7 +63,8 @@ impl Store {
         // DynamoDB's numbers go far beyond 64 bits: a counter is kept inside i64, or it could
         // no longer be read. Refused increments are told apart below.
         let mut condition = "(attribute_not_exists(#k) OR attribute_not_exists(#e) OR #e > :now) \
-                             AND attribute_not_exists(#v) AND attribute_not_exists(#cv)"
+                             AND attribute_not_exists(#v) AND attribute_not_exists(#cv) \
+                             AND attribute_not_exists(#ob)"
             .to_owned();
         if delta > 0 {
             condition.push_str(" AND (attribute_not_exists(#n) OR #n <= :lim)");

@@ -377,6 +377,19 @@ impl Store {
         include_expired: bool,
         defer: bool,
     ) -> Result<Option<Entry>> {
+        self.resolve_at(key, item, include_expired, defer, 0).await
+    }
+
+    /// [`resolve`](Store::resolve), `depth` replacements deep: a value that keeps being replaced
+    /// by values stored otherwise (chunks, then an object, then chunks) is a miss after a few.
+    async fn resolve_at(
+        &self,
+        key: &StoredKey,
+        item: Item,
+        include_expired: bool,
+        defer: bool,
+        depth: u8,
+    ) -> Result<Option<Entry>> {
         match self.decode_item(key, item, include_expired, defer)? {
             Decoded::Absent => Ok(None),
             Decoded::Entry(entry) => Ok(Some(entry)),
@@ -387,10 +400,14 @@ impl Store {
                     item: head,
                     payload: Some(Payload { format, data }),
                 })),
-                // Replaced by a value not in chunks: decoded as read first (no chunks to read,
-                // so this goes no deeper).
+                // Replaced by a value stored otherwise (inline, in chunks, as an object):
+                // decoded afresh, a few times at most.
+                Some(chunks::ChunkedRead::Replaced(_)) if depth >= 4 => {
+                    tracing::warn!(key = %key.pk, "value kept changing while it was read; treated as a miss");
+                    Ok(None)
+                }
                 Some(chunks::ChunkedRead::Replaced(item)) => {
-                    Box::pin(self.resolve(key, item, include_expired, defer)).await
+                    Box::pin(self.resolve_at(key, item, include_expired, defer, depth + 1)).await
                 }
             },
         }
@@ -484,7 +501,10 @@ impl Store {
                 if let Some((version, count)) = written_chunks {
                     self.remove_chunks(&version, count).await;
                 }
-                if let (Some(object), Some(objects)) = (written_object, &self.inner.objects)
+                // Only when the head is known not written: a failed call may still have
+                // written it, and then its object must stay (vacuum reclaims it otherwise).
+                if matches!(outcome, Ok(Put::ConditionFailed))
+                    && let (Some(object), Some(objects)) = (written_object, &self.inner.objects)
                     && let Err(e) = objects.delete(&object).await
                 {
                     tracing::warn!(error = %e, object, "could not delete an unused object; vacuum will");

@@ -42,8 +42,10 @@ pub(crate) struct ObjectHead {
 impl ObjectHead {
     /// Reads and checks a head naming an object (`None`: it names none).
     pub(crate) fn from_item(pk: &str, item: &Item, max_size: usize) -> Result<Option<ObjectHead>> {
-        let Some(key) = get_s(item, item::OBJECT) else {
-            return Ok(None);
+        let key = match (item.get(item::OBJECT), get_s(item, item::OBJECT)) {
+            (None, _) => return Ok(None),
+            (Some(_), Some(key)) => key,
+            (Some(_), None) => return Err(Error::corrupt(pk, "stored object: bad key")),
         };
         let size = match get_i64(item, item::SIZE) {
             Some(Ok(s)) if s >= 1 => s as usize,
@@ -130,7 +132,7 @@ impl Store {
         let Some(mut read) = objects.get(&head.key, head.etag.as_deref()).await? else {
             return Ok(None);
         };
-        if read.size != head.size as u64 {
+        if read.size.is_some_and(|size| size != head.size as u64) {
             return Ok(None);
         }
         let mut data = Vec::with_capacity(head.size);
@@ -200,6 +202,7 @@ impl Store {
             // No entry names it now: the object (whatever it holds) goes too.
             Ok(crate::table::Put::Written { .. }) => {
                 if let Some(objects) = &self.inner.objects
+                    && objects.owns(&self.inner.namespace, &head.key)
                     && let Err(e) = objects.delete(&head.key).await
                 {
                     tracing::debug!(error = %e, object = %head.key, "could not delete the broken object");
@@ -259,9 +262,25 @@ impl Store {
         else {
             return;
         };
+        // Only an object of this namespace's own (a damaged or forged head may name any key).
+        if !objects.owns(&self.inner.namespace, key) {
+            return;
+        }
         if let Err(e) = objects.delete(key).await {
             tracing::warn!(error = %e, object = key, "could not delete a replaced object; vacuum will");
         }
+    }
+
+    /// The objects of this namespace: under its prefix, and of the shape of its keys (a store
+    /// whose prefix is deeper, such as `{namespace}/other/`, keeps its own).
+    async fn own_objects(&self, objects: &ObjectStore) -> Result<Vec<crate::objects::Listed>> {
+        let ns = &self.inner.namespace;
+        Ok(objects
+            .list(&objects.namespace_prefix(ns))
+            .await?
+            .into_iter()
+            .filter(|o| objects.owns(ns, &o.key))
+            .collect())
     }
 
     /// Deletes every object of the namespace (after [`clear`](Store::clear) removed the
@@ -270,9 +289,7 @@ impl Store {
         let Some(objects) = self.inner.objects.as_ref() else {
             return Ok(0);
         };
-        let listed = objects
-            .list(&objects.namespace_prefix(&self.inner.namespace))
-            .await?;
+        let listed = self.own_objects(objects).await?;
         delete_all(objects, listed).await
     }
 
@@ -284,8 +301,8 @@ impl Store {
         };
         // Listed first: an object uploaded after the listing is not considered at all, and one
         // listed is older than the cutoff, so its head (if any) was written before the scan.
-        let listed: Vec<_> = objects
-            .list(&objects.namespace_prefix(&self.inner.namespace))
+        let listed: Vec<_> = self
+            .own_objects(objects)
             .await?
             .into_iter()
             .filter(|o| o.modified <= cutoff)
@@ -339,7 +356,7 @@ async fn send_object(
     let Some(mut read) = objects.get(&head.key, head.etag.as_deref()).await? else {
         return Err(gone());
     };
-    if read.size != head.size as u64 {
+    if read.size.is_some_and(|size| size != head.size as u64) {
         return Err(gone());
     }
     let mut digest = sha2::Sha256::new();

@@ -62,6 +62,8 @@ const RESERVED: &[&str] = &[
     CHECKSUM,
     SIZE,
     CHUNK_SIZE,
+    OBJECT,
+    OBJECT_ETAG,
     DATA,
     HEAD,
     LEASE_OWNER,
