@@ -216,16 +216,26 @@ impl Connection {
 
     pub async fn http(&self, creates: Creates) -> Result<HttpCache, CliError> {
         let table = self.table(creates).await?;
-        let mut b = HttpCache::builder().namespace(&self.namespace);
+        self.http_on(table, &self.namespace).await
+    }
+
+    pub async fn kv(&self, creates: Creates) -> Result<Cache, CliError> {
+        let table = self.table(creates).await?;
+        self.kv_on(table, &self.kv_namespace).await
+    }
+
+    /// The HTTP cache of `namespace` on an open table, with this connection's object store.
+    pub async fn http_on(&self, table: Table, namespace: &str) -> Result<HttpCache, CliError> {
+        let mut b = HttpCache::builder().namespace(namespace);
         if let Some(objects) = self.objects().await? {
             b = b.object_store(objects);
         }
         b.build(table).map_err(|e| CliError::storage(e, self))
     }
 
-    pub async fn kv(&self, creates: Creates) -> Result<Cache, CliError> {
-        let table = self.table(creates).await?;
-        let mut b = Cache::builder().namespace(&self.kv_namespace);
+    /// The key/value cache of `namespace` on an open table, with this connection's object store.
+    pub async fn kv_on(&self, table: Table, namespace: &str) -> Result<Cache, CliError> {
+        let mut b = Cache::builder().namespace(namespace);
         if let Some(objects) = self.objects().await? {
             b = b.object_store(objects);
         }

@@ -170,30 +170,13 @@ pub async fn run(source: &Connection, out: &Output, args: CopyArgs) -> Result<()
                 human_bytes(p.bytes)
             ));
         };
-        let (from_objects, to_objects) = (source.objects().await?, target.objects().await?);
         let copied = if what.starts_with("HTTP") {
-            let build = |t: &dynacache::Table, ns: &str, o: &Option<dynacache::ObjectStore>| {
-                let mut b = dynacache::http::HttpCache::builder().namespace(ns);
-                if let Some(o) = o {
-                    b = b.object_store(o.clone());
-                }
-                b.build(t.clone())
-            };
-            let a =
-                build(&from, from_ns, &from_objects).map_err(|e| CliError::storage(e, source))?;
-            let b = build(&to, to_ns, &to_objects).map_err(|e| CliError::storage(e, &target))?;
+            let a = source.http_on(from.clone(), from_ns).await?;
+            let b = target.http_on(to.clone(), to_ns).await?;
             a.copy_to(&b, show).await
         } else {
-            let build = |t: &dynacache::Table, ns: &str, o: &Option<dynacache::ObjectStore>| {
-                let mut b = dynacache::Cache::builder().namespace(ns);
-                if let Some(o) = o {
-                    b = b.object_store(o.clone());
-                }
-                b.build(t.clone())
-            };
-            let a =
-                build(&from, from_ns, &from_objects).map_err(|e| CliError::storage(e, source))?;
-            let b = build(&to, to_ns, &to_objects).map_err(|e| CliError::storage(e, &target))?;
+            let a = source.kv_on(from.clone(), from_ns).await?;
+            let b = target.kv_on(to.clone(), to_ns).await?;
             a.copy_to(&b, show).await
         };
         bar.finish_and_clear();

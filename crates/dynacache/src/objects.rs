@@ -184,6 +184,7 @@ impl ObjectStore {
         timeout: Duration,
         call: impl std::future::Future<Output = Result<T>>,
     ) -> Result<T> {
+        // As `Table::guarded`, with the deadline this module sets (the SDK sets none).
         let admission = self.inner.breaker.admit(&self.inner.url)?;
         let started = Instant::now();
         let outcome = match tokio::time::timeout(timeout, call).await {
@@ -901,8 +902,9 @@ impl ObjectStoreBuilder {
         if let Some(url) = &self.endpoint_url {
             conf = conf.endpoint_url(url);
         }
-        if self.sdk_config.is_some() && self.region.is_some() {
-            conf = conf.region(Region::new(self.region.clone().unwrap_or_default()));
+        // A region given beside an SDK configuration overrides the configuration's.
+        if let (Some(_), Some(region)) = (&self.sdk_config, &self.region) {
+            conf = conf.region(Region::new(region.clone()));
         }
         aws_sdk_s3::Client::from_conf(conf.build())
     }

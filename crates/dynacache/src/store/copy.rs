@@ -116,7 +116,7 @@ impl Store {
         else {
             return Ok(false);
         };
-        let Some(data) = self.fetch_object_of_head(&pk, &head).await? else {
+        let Some(data) = self.fetch_object(&pk, &head).await? else {
             return Ok(false);
         };
         let objects = target.objects_for(&pk)?;

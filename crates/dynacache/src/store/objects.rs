@@ -106,15 +106,6 @@ impl Store {
         Ok(attrs)
     }
 
-    /// The whole object a head names, checked (see `fetch_object`).
-    pub(super) async fn fetch_object_of_head(
-        &self,
-        pk: &str,
-        head: &ObjectHead,
-    ) -> Result<Option<Vec<u8>>> {
-        self.fetch_object(pk, head).await
-    }
-
     /// The object store, or the error of an entry naming an object with none configured.
     pub(super) fn objects_for(&self, pk: &str) -> Result<&ObjectStore> {
         self.inner.objects.as_ref().ok_or_else(|| {
@@ -127,7 +118,11 @@ impl Store {
 
     /// The whole object a head names, checked against the head: `None` when it is missing,
     /// replaced, truncated or longer, or its digest does not match.
-    async fn fetch_object(&self, pk: &str, head: &ObjectHead) -> Result<Option<Vec<u8>>> {
+    pub(super) async fn fetch_object(
+        &self,
+        pk: &str,
+        head: &ObjectHead,
+    ) -> Result<Option<Vec<u8>>> {
         let objects = self.objects_for(pk)?;
         let Some(mut read) = objects.get(&head.key, head.etag.as_deref()).await? else {
             return Ok(None);
