@@ -379,8 +379,6 @@ def test_asyncio_requests_run_concurrently_without_holding_the_loop(path, http_c
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork")
 def test_a_forked_child_uses_the_cache(path, engine, http_cache, origin):
-    if engine.name == "embedded":
-        pytest.xfail("the embedded engine's fork defect (see test_native): a few children in 50 crash")
     cache = http_cache()
     session = dynacache.requests.CachedSession(cache)
     url = origin.base + P("/fresh-fork")
