@@ -1,6 +1,7 @@
 """A pytest plugin that runs a peer project's own DynamoDB backend tests, unchanged, against
-dynacache's drop-in: it puts ``dynacache.cachelib.DynamoDbCache`` where the tests import
-cachelib's, before they are collected.
+dynacache's drop-in: it puts dynacache's class (``dynacache.cachelib.DynamoDbCache``,
+``dynacache.requests_cache.DynamoDbCache`` / ``DynamoDbDict``, ``dynacache.aiohttp.DynamoDBBackend``
+/ ``DynamoDbCache``) where the tests import the peer's, before they are collected.
 
 The peers' tests name their endpoint (cachelib's: ``http://localhost:8000``);
 ``DYNACACHE_PEER_ENDPOINT`` points them at another DynamoDB-compatible engine instead.
@@ -82,6 +83,15 @@ def pytest_configure(config):
         for name in ("DynamoDbCache", "DynamoDbDict"):
             swapped = _swap(requests_cache.backends, name, getattr(dynacache.requests_cache, name))
             setattr(requests_cache.backends.dynamodb, name, swapped)
+        return
+
+    if suite == "aiohttp":
+        import aiohttp_client_cache.backends.dynamodb as theirs
+
+        import dynacache.aiohttp
+
+        for name in ("DynamoDBBackend", "DynamoDbCache"):
+            _swap(theirs, name, getattr(dynacache.aiohttp, name))
         return
 
     import cachelib
