@@ -4,6 +4,7 @@ on both engines; entries shared with the CLI and ``dynacache serve``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import http.server
 import json
@@ -91,6 +92,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             block = bytes(range(256)) * 256
             for _ in range(BIG // len(block)):
                 self.wfile.write(block)
+        elif path.startswith("/tagged"):
+            # Tagged with the test's own suffix: every tagged path of a test shares one tag.
+            group = "group-" + path.rsplit("-", 1)[-1]
+            self._send(200, f"{path}:{n}".encode(), Cache_Control="max-age=600", Surrogate_Key=group)
         elif path.startswith("/flaky"):
             if n == 1:
                 self._send(200, b"good", Cache_Control="max-age=0, stale-if-error=600", ETag='"f"')
@@ -399,10 +404,15 @@ def test_a_forked_child_uses_the_cache(path, engine, http_cache, origin):
 # --- Sharing with the CLI and `dynacache serve` ----------------------------------------------
 
 
-def _cli(cli_path, engine, tmp_path, *args, timeout=120):
+def _cli_env(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in STEERING_ENV}
     env.update(DUMMY_AWS)
     env["HOME"] = str(tmp_path)
+    return env
+
+
+def _cli(cli_path, engine, tmp_path, *args, timeout=120):
+    env = _cli_env(tmp_path)
     argv = [str(cli_path), *engine.cli_args, "--table", engine.table, "--namespace", engine.namespace, *args]
     return subprocess.run(argv, capture_output=True, timeout=timeout, env=env)
 
@@ -428,39 +438,77 @@ def test_a_response_stored_from_python_is_a_hit_for_the_cli_and_the_reverse(cli_
     assert origin.count(P("/fresh-cli-b")) == 1
 
 
+@contextlib.contextmanager
+def _serve(cli_path, engine, tmp_path, origin, *extra):
+    """``dynacache serve`` in front of ``origin`` on the engine's table and namespace (shared
+    mode, tags from ``Surrogate-Key``/``Cache-Tag``); yields ``get(path) -> (status, headers,
+    body)`` sending the origin's own Host."""
+    env = _cli_env(tmp_path)
+    argv = [str(cli_path), *engine.cli_args, "--table", engine.table, "--namespace", engine.namespace,
+            "--json", "serve", "--origin", origin.base, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", *extra]
+    proxy = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    try:
+        listen = json.loads(proxy.stdout.readline())["listen"]
+        host, port = listen.rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+
+        def get(path):
+            conn.request("GET", path, headers={"Host": f"127.0.0.1:{origin.server_port}"})
+            res = conn.getresponse()
+            return res.status, res, res.read()
+
+        yield get
+        conn.close()
+    finally:
+        proxy.terminate()
+        proxy.wait(30)
+
+
 def test_a_response_stored_from_python_is_a_hit_for_dynacache_serve(cli_path, engine, http_cache, origin, tmp_path):
     cache = http_cache(shared=True)
     session = dynacache.requests.CachedSession(cache)
     url = origin.base + P("/fresh-serve")
     stored = session.get(url)
     cache.flush()
-    env = {k: v for k, v in os.environ.items() if k not in STEERING_ENV}
-    env.update(DUMMY_AWS)
-    env["HOME"] = str(tmp_path)
-    argv = [str(cli_path), *engine.cli_args, "--table", engine.table, "--namespace", engine.namespace,
-            "--json", "serve", "--origin", origin.base, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]
-    proxy = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
-    try:
-        line = proxy.stdout.readline()
-        listen = json.loads(line)["listen"]
-        host, port = listen.rsplit(":", 1)
-        conn = http.client.HTTPConnection(host, int(port), timeout=30)
-        # The request as the origin's clients send it: the origin's own host.
-        conn.request("GET", P("/fresh-serve"), headers={"Host": f"127.0.0.1:{origin.server_port}"})
-        res = conn.getresponse()
-        body = res.read()
-        assert res.status == 200 and json.loads(body) == stored.json()
+    with _serve(cli_path, engine, tmp_path, origin) as get:
+        status, res, body = get(P("/fresh-serve"))
+        assert status == 200 and json.loads(body) == stored.json()
         assert res.getheader("Cache-Status", "").startswith("dynacache; hit")
         assert origin.count(P("/fresh-serve")) == 1
         # And the reverse: what the proxy stores is a hit from Python.
-        conn.request("GET", P("/fresh-serve-b"), headers={"Host": f"127.0.0.1:{origin.server_port}"})
-        res = conn.getresponse()
-        res.read()
-        assert res.status == 200
-        conn.close()
-    finally:
-        proxy.terminate()
-        proxy.wait(30)
+        status, _, _ = get(P("/fresh-serve-b"))
+        assert status == 200
     got = session.get(origin.base + P("/fresh-serve-b"), headers={"Cache-Control": "only-if-cached"})
     assert got.status_code == 200 and got.from_cache
     assert origin.count(P("/fresh-serve-b")) == 1
+
+
+def test_a_tag_purge_from_any_side_reaches_every_side(cli_path, engine, http_cache, origin, tmp_path):
+    """Tags are the engine's: the CLI purges what Python tagged, Python what the proxy tagged."""
+    group = "group-" + _tag[0]
+    cache = http_cache(shared=True, tag_fields=["Surrogate-Key"])
+    session = dynacache.requests.CachedSession(cache)
+    for name in ("/tagged-a", "/tagged-b", "/fresh-untagged"):
+        session.get(origin.base + P(name))
+    cache.flush()
+    r = _cli(cli_path, engine, tmp_path, "purge", "--tag", group)
+    assert r.returncode == 0, r.stderr
+
+    def cached(name):
+        return session.get(origin.base + P(name), headers={"Cache-Control": "only-if-cached"})
+
+    assert [cached(n).status_code for n in ("/tagged-a", "/tagged-b")] == [504, 504]
+    assert cached("/fresh-untagged").from_cache
+
+    # No in-process tier in the proxy: with one, a purge from elsewhere reaches it within
+    # --l1-ttl (1 s by default) instead of at once.
+    with _serve(cli_path, engine, tmp_path, origin, "--memory-mib", "0") as get:
+        assert get(P("/tagged-c"))[0] == 200
+        status, res, _ = get(P("/tagged-c"))
+        assert status == 200 and res.getheader("Cache-Status", "").startswith("dynacache; hit")
+        assert cached("/tagged-c").from_cache
+        assert cache.purge(tag=group) == 1
+        assert cached("/tagged-c").status_code == 504
+        status, res, _ = get(P("/tagged-c"))
+        assert status == 200 and not res.getheader("Cache-Status", "").startswith("dynacache; hit")
+    assert origin.count(P("/tagged-c")) == 2
