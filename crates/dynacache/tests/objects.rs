@@ -597,17 +597,22 @@ fn big() -> Request<Body> {
         .unwrap()
 }
 
-async fn http_bodies_stream_from_objects_and_304s_keep_them(engine: Engine) {
-    let Some(pair) = Pair::open(engine).await else {
-        return;
-    };
-    let cache = HttpCache::builder()
+/// A shared HTTP cache keeping bodies of up to 64 MiB in the pair's object store.
+fn shared_cache_on_objects(pair: &Pair) -> HttpCache {
+    HttpCache::builder()
         .shared(true)
         .write_wait(Duration::from_secs(120))
         .max_body_size(64 * 1024 * 1024)
         .object_store(pair.objects.clone())
         .build(pair.table.clone())
-        .unwrap();
+        .unwrap()
+}
+
+async fn http_bodies_stream_from_objects_and_304s_keep_them(engine: Engine) {
+    let Some(pair) = Pair::open(engine).await else {
+        return;
+    };
+    let cache = shared_cache_on_objects(&pair);
     let body = Bytes::from(noise(12 << 20, 60));
     let app = app(cache.clone(), body.clone());
     let first = app.clone().oneshot(big()).await.unwrap();
@@ -640,6 +645,65 @@ async fn http_bodies_stream_from_objects_and_304s_keep_them(engine: Engine) {
     cache.flush().await;
     cache.clear().await.unwrap();
     assert!(pair.objects_of("http").await.is_empty());
+}
+
+async fn range_requests_are_answered_from_objects(engine: Engine) {
+    let Some(pair) = Pair::open(engine).await else {
+        return;
+    };
+    let cache = shared_cache_on_objects(&pair);
+    let body = Bytes::from(noise((5 << 20) + 123, 61));
+    let app = app(cache.clone(), body.clone());
+    let first = app.clone().oneshot(big()).await.unwrap();
+    assert_eq!(first.into_body().collect().await.unwrap().to_bytes(), body);
+    cache.flush().await;
+    assert_eq!(
+        pair.objects_of("http").await.len(),
+        1,
+        "the body is one object"
+    );
+    let len = body.len();
+    let ranged = |range: &str| {
+        let mut req = big();
+        req.headers_mut().insert("range", range.parse().unwrap());
+        req
+    };
+    // Ranges inside the object's first and last parts, across many, and to its end.
+    for (range, start, end) in [
+        ("bytes=0-0", 0, 0),
+        ("bytes=1000-300000", 1000, 300_000),
+        ("bytes=-100", len - 100, len - 1),
+        ("bytes=5000000-", 5_000_000, len - 1),
+        ("bytes=262143-262144", 262_143, 262_144),
+    ] {
+        let res = app.clone().oneshot(ranged(range)).await.unwrap();
+        assert!(res.from_cache(), "{range}: answered from the entry");
+        assert_eq!(res.status(), 206, "{range}");
+        assert_eq!(
+            res.headers()["content-range"],
+            format!("bytes {start}-{end}/{len}"),
+            "{range}"
+        );
+        let got = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(got, body.slice(start..=end), "{range}: the right bytes");
+    }
+    // A damaged object: a range is never answered with wrong bytes.
+    let stored = pair.objects_of("http").await;
+    let mut damaged = pair.read_raw(&stored[0]).await;
+    damaged[1500] ^= 0xff;
+    pair.overwrite(&stored[0], damaged).await;
+    let res = app
+        .clone()
+        .oneshot(ranged("bytes=1000-2000"))
+        .await
+        .unwrap();
+    let status = res.status();
+    let got = res.into_body().collect().await.unwrap().to_bytes();
+    match status.as_u16() {
+        206 => assert_eq!(got, body.slice(1000..=2000)),
+        200 => assert_eq!(got, body),
+        other => panic!("unexpected status {other}"),
+    }
 }
 
 async fn an_unreachable_object_store_is_a_typed_error(engine: Engine) {
@@ -682,6 +746,7 @@ on_both_engines!(
     a_failed_upload_leaves_the_old_value,
     a_64_megabyte_value_round_trips,
     http_bodies_stream_from_objects_and_304s_keep_them,
+    range_requests_are_answered_from_objects,
     an_unreachable_object_store_is_a_typed_error,
     copying_a_namespace_copies_its_objects,
     forged_heads_and_counters_on_objects_are_clear_errors,

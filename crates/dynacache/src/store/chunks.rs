@@ -288,9 +288,10 @@ impl Store {
     }
 
     /// The bytes `start..=end` of a payload stored in chunks, reading only the chunks that hold
-    /// them, each checked against its own checksum. `None` when a chunk is gone (the value was
-    /// replaced meanwhile) or the head predates recorded chunk sizes: the caller then reads the
-    /// whole value.
+    /// them, each checked against its own checksum (or of one stored as an object, read through
+    /// and checked whole, only the part kept). `None` when a chunk or the object is gone or does
+    /// not match (the value was replaced meanwhile) or the head predates recorded chunk sizes:
+    /// the caller then reads the whole value.
     pub(crate) async fn read_chunk_range(
         &self,
         key: &StoredKey,
@@ -298,7 +299,20 @@ impl Store {
         start: u64,
         end: u64,
     ) -> Result<Option<Vec<u8>>> {
-        // An object's part could only be checked against the whole object's digest: read whole.
+        // An object's part is checked against the whole object's digest: the object is read
+        // through, only the part kept.
+        if let Some(object) =
+            super::objects::ObjectHead::from_item(&key.pk, head, self.inner.max_value_size)?
+        {
+            // Boxed: inlined, this future's layout is too deep for the callers' async types.
+            return Box::pin(self.fetch_object_range(
+                &key.pk,
+                &object,
+                start,
+                end.saturating_add(1),
+            ))
+            .await;
+        }
         let Some(head) = Head::from_item(&key.pk, head, self.inner.max_value_size)? else {
             return Ok(None);
         };

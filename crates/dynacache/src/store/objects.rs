@@ -123,6 +123,24 @@ impl Store {
         pk: &str,
         head: &ObjectHead,
     ) -> Result<Option<Vec<u8>>> {
+        // Boxed: inlined, this future's layout is too deep for the callers' async types.
+        Box::pin(self.fetch_object_range(pk, head, 0, head.size as u64)).await
+    }
+
+    /// The bytes `start..end` of the object a head names. The whole object is read (its digest
+    /// covers only the whole) but only those bytes are kept, so memory is the part's size, not
+    /// the object's: `None` as for [`fetch_object`](Store::fetch_object), or when the part is
+    /// not within the object.
+    pub(super) async fn fetch_object_range(
+        &self,
+        pk: &str,
+        head: &ObjectHead,
+        start: u64,
+        end: u64,
+    ) -> Result<Option<Vec<u8>>> {
+        if start > end || end > head.size as u64 {
+            return Ok(None);
+        }
         let objects = self.objects_for(pk)?;
         let Some(mut read) = objects.get(&head.key, head.etag.as_deref()).await? else {
             return Ok(None);
@@ -130,14 +148,23 @@ impl Store {
         if read.size.is_some_and(|size| size != head.size as u64) {
             return Ok(None);
         }
-        let mut data = Vec::with_capacity(head.size);
+        let mut digest = sha2::Sha256::new();
+        let mut data = Vec::with_capacity((end - start) as usize);
+        let mut at = 0u64;
         while let Some(part) = read.body.try_next().await? {
-            if data.len() + part.len() > head.size {
+            let from = at;
+            at += part.len() as u64;
+            if at > head.size as u64 {
                 return Ok(None);
             }
-            data.extend_from_slice(&part);
+            digest.update(&part);
+            if at > start && from < end {
+                let lo = start.saturating_sub(from) as usize;
+                let hi = (end.min(at) - from) as usize;
+                data.extend_from_slice(&part[lo..hi]);
+            }
         }
-        if data.len() != head.size || crate::codec::checksum(&data) != head.sum {
+        if at != head.size as u64 || digest.finalize().as_slice() != head.sum.as_slice() {
             return Ok(None);
         }
         Ok(Some(data))
