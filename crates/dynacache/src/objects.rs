@@ -228,8 +228,15 @@ impl ObjectStore {
     }
 
     /// The object under `key`, if it is there (and, given an ETag, still that object): its
-    /// size and its bytes as they arrive, each part within the operation timeout.
-    pub(crate) async fn get(&self, key: &str, etag: Option<&str>) -> Result<Option<ObjectRead>> {
+    /// size and its bytes as they arrive, each part within the operation timeout. Given a
+    /// `range`, only those bytes (fewer when the object is shorter; `None` when it starts past
+    /// the object's end).
+    pub(crate) async fn get(
+        &self,
+        key: &str,
+        etag: Option<&str>,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<Option<ObjectRead>> {
         let timeout = self.inner.timeout;
         let found = self
             .guarded("object_get", timeout, async {
@@ -240,6 +247,11 @@ impl ObjectStore {
                             .bucket(bucket)
                             .key(key)
                             .set_if_match(etag.map(str::to_owned))
+                            .set_range(
+                                range.as_ref().map(|r| {
+                                    format!("bytes={}-{}", r.start, r.end.saturating_sub(1))
+                                }),
+                            )
                             .send()
                             .await
                         {
@@ -265,6 +277,8 @@ impl ObjectStore {
                                 Ok(Some(ObjectRead { size, body }))
                             }
                             Err(e) if is_absent(&e) => Ok(None),
+                            // A range past the end: the object is not the one the head names.
+                            Err(e) if range.is_some() && is_past_end(&e) => Ok(None),
                             Err(e) => Err(self.s3_error(e)),
                         }
                     }
@@ -278,13 +292,21 @@ impl ObjectStore {
                             .await
                         {
                             Ok(got) => {
-                                let size = Some(got.meta.size);
+                                // The range is cut here, from the file opened (the crate's
+                                // error for a range past the end is not told apart).
+                                let whole = got.meta.size;
+                                let range = match range.clone() {
+                                    None => 0..whole,
+                                    Some(r) if r.start >= whole => return Ok(None),
+                                    Some(r) => r.start..r.end.min(whole),
+                                };
+                                let size = Some(range.end - range.start);
                                 let url = self.inner.url.clone();
                                 let body = match got.payload {
                                     // The file opened (the one that matched): read in large
                                     // pieces, not the crate's 8 KiB stream parts.
                                     object_store::GetResultPayload::File(file, _) => {
-                                        file_parts(file, got.meta.size, url)
+                                        file_parts(file, range, url)
                                     }
                                     other => object_store::GetResult {
                                         payload: other,
@@ -461,18 +483,28 @@ impl ObjectStore {
 }
 
 /// A local object's bytes in parts of 1 MiB, each read on a blocking thread.
-fn file_parts(file: std::fs::File, size: u64, url: String) -> BoxStream<'static, Result<Bytes>> {
+fn file_parts(
+    file: std::fs::File,
+    range: std::ops::Range<u64>,
+    url: String,
+) -> BoxStream<'static, Result<Bytes>> {
     const PART: u64 = 1 << 20;
-    futures::stream::unfold(Some((file, size)), move |state| {
+    let size = range.end - range.start;
+    // Seeks to the range's start before its first read.
+    let seek = Some(range.start).filter(|&start| start > 0);
+    futures::stream::unfold(Some((file, size, seek)), move |state| {
         let url = url.clone();
         async move {
-            let (mut file, left) = state?;
+            let (mut file, left, seek) = state?;
             if left == 0 {
                 return None;
             }
             let want = left.min(PART) as usize;
             let read = tokio::task::spawn_blocking(move || {
-                use std::io::Read;
+                use std::io::{Read, Seek};
+                if let Some(start) = seek {
+                    file.seek(std::io::SeekFrom::Start(start))?;
+                }
                 let mut buf = vec![0u8; want];
                 let mut filled = 0;
                 while filled < want {
@@ -493,7 +525,7 @@ fn file_parts(file: std::fs::File, size: u64, url: String) -> BoxStream<'static,
                 Ok(Ok((_, buf))) if buf.is_empty() => None,
                 Ok(Ok((file, buf))) => {
                     let next = left - buf.len() as u64;
-                    Some((Ok(Bytes::from(buf)), Some((file, next))))
+                    Some((Ok(Bytes::from(buf)), Some((file, next, None))))
                 }
                 Ok(Err(e)) => Some((
                     Err(Error::Unreachable(
@@ -599,6 +631,18 @@ fn is_absent<E: ProvideErrorMetadata>(
             code != Some("NoSuchBucket")
                 && (matches!(code, Some("NoSuchKey" | "NotFound" | "PreconditionFailed"))
                     || matches!(s.raw().status().as_u16(), 404 | 412))
+        }
+        _ => false,
+    }
+}
+
+/// Whether a ranged GetObject error says the range starts past the object's end.
+fn is_past_end<E: ProvideErrorMetadata>(
+    err: &aws_sdk_s3::error::SdkError<E, aws_smithy_runtime_api::http::Response>,
+) -> bool {
+    match err {
+        aws_sdk_s3::error::SdkError::ServiceError(s) => {
+            s.err().code() == Some("InvalidRange") || s.raw().status().as_u16() == 416
         }
         _ => false,
     }

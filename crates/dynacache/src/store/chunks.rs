@@ -136,6 +136,7 @@ pub(super) fn head_attributes(head: &Item) -> Item {
         item::FORMAT,
         item::OBJECT,
         item::OBJECT_ETAG,
+        item::OBJECT_PARTS,
     ]
     .into_iter()
     .filter_map(|k| Some((k.to_owned(), head.get(k)?.clone())))

@@ -122,6 +122,7 @@ impl Store {
         let objects = target.objects_for(&pk)?;
         let attrs = target.write_object(objects, data).await?;
         item.remove(item::OBJECT_ETAG);
+        item.remove(item::OBJECT_PARTS);
         item.extend(attrs);
         Ok(true)
     }

@@ -31,12 +31,31 @@ use crate::table::{Expr, ScanSpec};
 /// How many times a reader follows a head that changed under it before it calls it a miss.
 const READ_ATTEMPTS: usize = 6;
 
+/// The size of the parts an object's head keeps checksums of, so that a range is read and
+/// checked alone: a range needs at most two parts more than itself.
+pub(crate) const OBJECT_PART: usize = 1 << 20;
+
+/// Bytes of each part's SHA-256 a head keeps (as for chunks).
+const PART_SUM_BYTES: usize = 16;
+
+/// The part checksums of a payload (empty when it is one part: the whole digest covers it).
+fn part_sums(data: &[u8]) -> Vec<u8> {
+    if data.len() <= OBJECT_PART {
+        return Vec::new();
+    }
+    data.chunks(OBJECT_PART)
+        .flat_map(|part| crate::codec::checksum(part)[..PART_SUM_BYTES].to_vec())
+        .collect()
+}
+
 /// What a head item says about its object.
 pub(crate) struct ObjectHead {
     pub(crate) key: String,
     etag: Option<String>,
     pub(crate) size: usize,
     sum: Vec<u8>,
+    /// The checksum of each [`OBJECT_PART`], when the head has them all.
+    parts: Option<Vec<u8>>,
 }
 
 impl ObjectHead {
@@ -61,11 +80,17 @@ impl ObjectHead {
             Some(sum) if sum.len() == 32 => sum.to_vec(),
             _ => return Err(Error::corrupt(pk, "stored object: bad checksum")),
         };
+        // Part checksums of another shape (an older writer, a damaged head) are not used:
+        // ranges are then read through the whole object.
+        let parts = get_b(item, item::OBJECT_PARTS)
+            .filter(|p| p.len() == size.div_ceil(OBJECT_PART) * PART_SUM_BYTES)
+            .map(<[u8]>::to_vec);
         Ok(Some(ObjectHead {
             key: key.to_owned(),
             etag: get_s(item, item::OBJECT_ETAG).map(str::to_owned),
             size,
             sum,
+            parts,
         }))
     }
 }
@@ -94,12 +119,16 @@ impl Store {
         let key = objects.new_key(&self.inner.namespace);
         let size = data.len();
         let sum = crate::codec::checksum(&data);
+        let parts = part_sums(&data);
         let etag = objects.put(&key, Bytes::from(data)).await?;
         let mut attrs = Item::from([
             (item::OBJECT.to_owned(), s(key)),
             (item::SIZE.to_owned(), n(size)),
             (item::CHECKSUM.to_owned(), b(sum)),
         ]);
+        if !parts.is_empty() {
+            attrs.insert(item::OBJECT_PARTS.to_owned(), b(parts));
+        }
         if let Some(etag) = etag {
             attrs.insert(item::OBJECT_ETAG.to_owned(), s(etag));
         }
@@ -127,10 +156,12 @@ impl Store {
         Box::pin(self.fetch_object_range(pk, head, 0, head.size as u64)).await
     }
 
-    /// The bytes `start..end` of the object a head names. The whole object is read (its digest
-    /// covers only the whole) but only those bytes are kept, so memory is the part's size, not
-    /// the object's: `None` as for [`fetch_object`](Store::fetch_object), or when the part is
-    /// not within the object.
+    /// The bytes `start..end` of the object a head names: `None` as for
+    /// [`fetch_object`](Store::fetch_object), or when the range is not within the object.
+    ///
+    /// With the head's part checksums, only the parts the range touches are downloaded, each
+    /// checked against its checksum; without them (an older entry), the whole object is read
+    /// through and checked whole, and only the range kept. Memory is the range's size either way.
     pub(super) async fn fetch_object_range(
         &self,
         pk: &str,
@@ -142,7 +173,12 @@ impl Store {
             return Ok(None);
         }
         let objects = self.objects_for(pk)?;
-        let Some(mut read) = objects.get(&head.key, head.etag.as_deref()).await? else {
+        if let Some(parts) = &head.parts
+            && (start, end) != (0, head.size as u64)
+        {
+            return fetch_parts(objects, head, parts, start, end).await;
+        }
+        let Some(mut read) = objects.get(&head.key, head.etag.as_deref(), None).await? else {
             return Ok(None);
         };
         if read.size.is_some_and(|size| size != head.size as u64) {
@@ -350,6 +386,61 @@ impl Store {
     }
 }
 
+/// The bytes `start..end` of an object, reading only the parts they are in, each checked
+/// against its checksum in `sums` (see [`Store::fetch_object_range`]).
+async fn fetch_parts(
+    objects: &ObjectStore,
+    head: &ObjectHead,
+    sums: &[u8],
+    start: u64,
+    end: u64,
+) -> Result<Option<Vec<u8>>> {
+    if start == end {
+        return Ok(Some(Vec::new()));
+    }
+    let (size, part) = (head.size as u64, OBJECT_PART as u64);
+    let (first, last) = (start / part, (end - 1) / part);
+    let (from, to) = (first * part, ((last + 1) * part).min(size));
+    let Some(mut read) = objects
+        .get(&head.key, head.etag.as_deref(), Some(from..to))
+        .await?
+    else {
+        return Ok(None);
+    };
+    if read.size.is_some_and(|n| n != to - from) {
+        return Ok(None);
+    }
+    let mut data = Vec::with_capacity((end - start) as usize);
+    let mut piece = Vec::with_capacity((to - from).min(part) as usize);
+    let (mut index, mut at) = (first, from);
+    while let Some(bytes) = read.body.try_next().await? {
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            if index > last {
+                return Ok(None); // more bytes than the range holds
+            }
+            let piece_end = ((index + 1) * part).min(size);
+            let take = rest.len().min((piece_end - at) as usize);
+            piece.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            at += take as u64;
+            if at == piece_end {
+                let i = index as usize * PART_SUM_BYTES;
+                if crate::codec::checksum(&piece)[..PART_SUM_BYTES] != sums[i..i + PART_SUM_BYTES] {
+                    return Ok(None);
+                }
+                let piece_start = index * part;
+                let lo = start.max(piece_start) - piece_start;
+                let hi = end.min(piece_end) - piece_start;
+                data.extend_from_slice(&piece[lo as usize..hi as usize]);
+                piece.clear();
+                index += 1;
+            }
+        }
+    }
+    Ok((at == to).then_some(data))
+}
+
 /// Deletes the listed objects, a few at a time; returns how many.
 async fn delete_all(objects: &ObjectStore, listed: Vec<crate::objects::Listed>) -> Result<u64> {
     let count = listed.len() as u64;
@@ -375,7 +466,7 @@ async fn send_object(
             "the stored object is missing or does not match its entry",
         )
     };
-    let Some(mut read) = objects.get(&head.key, head.etag.as_deref()).await? else {
+    let Some(mut read) = objects.get(&head.key, head.etag.as_deref(), None).await? else {
         return Err(gone());
     };
     if read.size.is_some_and(|size| size != head.size as u64) {

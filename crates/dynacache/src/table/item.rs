@@ -37,6 +37,10 @@ pub(crate) const CHUNK_SIZE: &str = "cz";
 pub(crate) const OBJECT: &str = "ob";
 /// Payload in an object store: the object's ETag, when the store gave one (string).
 pub(crate) const OBJECT_ETAG: &str = "oe";
+/// An object's part checksums: the first 16 bytes of the SHA-256 of each
+/// `store::objects::OBJECT_PART` bytes, concatenated (binary; only for objects of more parts
+/// than one).
+pub(crate) const OBJECT_PARTS: &str = "op";
 /// Chunk item: its slice of the payload (binary).
 pub(crate) const DATA: &str = "d";
 /// Chunk item: the key of the head item it belongs to (string).
@@ -64,6 +68,7 @@ const RESERVED: &[&str] = &[
     CHUNK_SIZE,
     OBJECT,
     OBJECT_ETAG,
+    OBJECT_PARTS,
     DATA,
     HEAD,
     LEASE_OWNER,
