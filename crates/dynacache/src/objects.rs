@@ -184,6 +184,19 @@ impl ObjectStore {
         timeout: Duration,
         call: impl std::future::Future<Output = Result<T>>,
     ) -> Result<T> {
+        let (admission, outcome) = self.admitted(op, timeout, call).await?;
+        self.inner.breaker.record(admission, &outcome);
+        outcome
+    }
+
+    /// Runs one call the breaker lets through, within `timeout`: its admission (to report the
+    /// outcome with) and its outcome.
+    async fn admitted<T>(
+        &self,
+        op: &'static str,
+        timeout: Duration,
+        call: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<(crate::table::Admission<'_>, Result<T>)> {
         // As `Table::guarded`, with the deadline this module sets (the SDK sets none).
         let admission = self.inner.breaker.admit(&self.inner.url)?;
         let started = Instant::now();
@@ -198,8 +211,7 @@ impl ObjectStore {
             )),
         };
         crate::metrics::storage_call(op, started.elapsed());
-        self.inner.breaker.record(admission, &outcome);
-        outcome
+        Ok((admission, outcome))
     }
 
     /// Stores `data` under `key`; returns the object's ETag when the store gives one.
@@ -238,8 +250,8 @@ impl ObjectStore {
         range: Option<std::ops::Range<u64>>,
     ) -> Result<Option<ObjectRead>> {
         let timeout = self.inner.timeout;
-        let found = self
-            .guarded("object_get", timeout, async {
+        let (admission, found) = self
+            .admitted("object_get", timeout, async {
                 match &self.inner.backend {
                     Backend::S3 { client, bucket } => {
                         match client
@@ -332,16 +344,27 @@ impl ObjectStore {
                 }
             })
             .await?;
-        let url = self.inner.url.clone();
-        Ok(found.map(|read| {
-            // Each part within the timeout, and the whole within the transfer's deadline.
-            let whole = read
-                .size
-                .map(|size| Instant::now() + self.deadline(size as usize));
-            ObjectRead {
-                size: read.size,
-                body: bounded(read.body, timeout, whole, url),
+        let read = match found {
+            Ok(Some(read)) => read,
+            other => {
+                self.inner.breaker.record(admission, &other);
+                return other;
             }
+        };
+        // The call is reported when the download ends: a store that answers and then stalls
+        // or breaks off fails the call, as one that does not answer does.
+        let download = Download {
+            probe: self.inner.breaker.defer(admission),
+            store: self.inner.clone(),
+            settled: false,
+        };
+        // Each part within the timeout, and the whole within the transfer's deadline.
+        let whole = read
+            .size
+            .map(|size| Instant::now() + self.deadline(size as usize));
+        Ok(Some(ObjectRead {
+            size: read.size,
+            body: bounded(read.body, timeout, whole, download),
         }))
     }
 
@@ -545,32 +568,63 @@ fn file_parts(
     .boxed()
 }
 
+/// A download under way: the breaker learns how its call went when it ends (see
+/// [`Breaker::defer`](crate::table::Breaker::defer)).
+struct Download {
+    store: Arc<Inner>,
+    probe: bool,
+    settled: bool,
+}
+
+impl Download {
+    fn settle(&mut self, error: Option<&Error>) {
+        if !std::mem::replace(&mut self.settled, true) {
+            let store = &self.store;
+            store.breaker.settle_deferred(self.probe, error, &store.url);
+        }
+    }
+}
+
+impl Drop for Download {
+    /// Dropped before its end (the reader stopped): nothing learned, as for a dropped call.
+    fn drop(&mut self) {
+        if !self.settled && self.probe {
+            self.store.breaker.release_probe();
+        }
+    }
+}
+
 /// Each part of a download within `timeout`: a stalled transfer ends with an error, not a hang.
+/// The end of the download, whole or failed, settles its call with the breaker.
 fn bounded(
     body: BoxStream<'static, Result<Bytes>>,
     timeout: Duration,
     whole: Option<Instant>,
-    url: String,
+    download: Download,
 ) -> BoxStream<'static, Result<Bytes>> {
-    futures::stream::unfold(Some(body), move |body| {
-        let url = url.clone();
-        async move {
-            let mut body = body?;
-            let timeout = match whole {
-                Some(end) => timeout.min(end.saturating_duration_since(Instant::now())),
-                None => timeout,
-            };
-            match tokio::time::timeout(timeout, body.next()).await {
-                Ok(Some(part)) => Some((part, Some(body))),
-                Ok(None) => None,
-                Err(_) => Some((
-                    Err(Error::Timeout(
-                        format!("object store {url}: the download stalled or took too long").into(),
-                    )),
-                    None,
-                )),
+    futures::stream::unfold(Some((body, download)), move |state| async move {
+        let (mut body, mut download) = state?;
+        let timeout = match whole {
+            Some(end) => timeout.min(end.saturating_duration_since(Instant::now())),
+            None => timeout,
+        };
+        let failed = match tokio::time::timeout(timeout, body.next()).await {
+            Ok(Some(Ok(part))) => return Some((Ok(part), Some((body, download)))),
+            Ok(None) => {
+                download.settle(None);
+                return None;
             }
-        }
+            Ok(Some(Err(e))) => e,
+            Err(_) => Error::Timeout(
+                format!(
+                    "object store {}: the download stalled or took too long",
+                    download.store.url
+                )
+                .into(),
+            ),
+        };
+        download.settle(Some(&failed));
+        Some((Err(failed), None))
     })
     .boxed()
 }

@@ -6,6 +6,8 @@
 mod common;
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -14,7 +16,7 @@ use axum::http::Request;
 use axum::routing::get;
 use bytes::Bytes;
 use dynacache::http::{CacheFactsExt, CacheLayer, HttpCache};
-use dynacache::{Cache, ManualClock, ObjectStore, Table};
+use dynacache::{BreakerState, Cache, CircuitBreaker, ManualClock, ObjectStore, Table};
 use http_body_util::BodyExt;
 use serde_bytes::ByteBuf;
 use tower::ServiceExt;
@@ -768,6 +770,115 @@ async fn an_unreachable_object_store_is_a_typed_error(engine: Engine) {
     assert!(err.is_invalid_input(), "{err}");
     let err = ObjectStore::builder().url("ftp://x/y").unwrap_err();
     assert!(err.is_invalid_input(), "{err}");
+}
+
+/// An S3 endpoint that keeps the size of what it is sent and, asked for it, sends the headers
+/// and the first KB, then stalls: a store that answers and then hangs, a fault no real server
+/// produces on demand. Counts the GETs it is sent.
+fn stalling_s3() -> (String, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let gets = Arc::new(AtomicUsize::new(0));
+    let stored = Arc::new(AtomicUsize::new(0));
+    let counted = gets.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (gets, stored) = (counted.clone(), stored.clone());
+            std::thread::spawn(move || serve_stalling(stream, &gets, &stored));
+        }
+    });
+    (url, gets)
+}
+
+fn serve_stalling(stream: std::net::TcpStream, gets: &AtomicUsize, stored: &AtomicUsize) {
+    use std::io::{BufRead, Read, Write};
+    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+    let mut out = stream;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let method = line.split(' ').next().unwrap_or("").to_owned();
+        let (mut length, mut expect) = (0usize, false);
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                return;
+            }
+            let header = header.trim_end().to_ascii_lowercase();
+            if header.is_empty() {
+                break;
+            }
+            if let Some(v) = header.strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+            expect |= header.starts_with("expect:") && header.contains("100-continue");
+        }
+        if expect {
+            let _ = out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        if method == "GET" {
+            gets.fetch_add(1, Ordering::SeqCst);
+            let size = stored.load(Ordering::SeqCst);
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nETag: \"e\"\r\n\r\n");
+            let _ = out.write_all(head.as_bytes());
+            let _ = out.write_all(&vec![0u8; 1024.min(size)]);
+            let _ = out.flush();
+            std::thread::sleep(Duration::from_secs(60));
+            return;
+        }
+        if method == "PUT" {
+            stored.store(length, Ordering::SeqCst);
+        }
+        let ok = "HTTP/1.1 200 OK\r\nETag: \"e\"\r\nContent-Length: 0\r\n\r\n";
+        if out.write_all(ok.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// A store that starts a download and then stalls fails the read within the operation
+/// timeout, and counts against its breaker as a call that fails does: after as many such
+/// reads as the breaker allows, reads fail fast without a call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_stalls_mid_download_opens_its_breaker() {
+    let table = common::table(Engine::Embedded).await.unwrap();
+    let (url, gets) = stalling_s3();
+    let objects = ObjectStore::builder()
+        .s3("stalls")
+        .endpoint_url(&url)
+        .operation_timeout(Duration::from_millis(300))
+        .circuit_breaker(CircuitBreaker::new(2, Duration::from_secs(600)))
+        .assume_exists(true)
+        .open()
+        .await
+        .unwrap();
+    let cache = Cache::builder()
+        .object_store(objects.clone())
+        .build(table)
+        .unwrap();
+    cache
+        .set("big", &bytes(&noise(600 << 10, 90)))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let err = cache.get::<ByteBuf>("big").await.unwrap_err();
+        assert!(err.is_timeout(), "{err}");
+    }
+    assert_eq!(objects.health().state, BreakerState::Open);
+    let before = gets.load(Ordering::SeqCst);
+    let err = cache.get::<ByteBuf>("big").await.unwrap_err();
+    assert!(err.is_unavailable(), "{err}");
+    assert_eq!(
+        gets.load(Ordering::SeqCst),
+        before,
+        "refused without a call"
+    );
 }
 
 /// CI runs the S3 half of these tests: an unset variable there is a broken set-up, not a skip.

@@ -195,6 +195,27 @@ impl Breaker {
         self.settle(admission.probe, failed, admission.table);
     }
 
+    /// Takes an admitted call whose outcome is known only later (a download that has begun):
+    /// returns whether it is the probe, for [`settle_deferred`](Breaker::settle_deferred) or,
+    /// if it never ends, [`release_probe`](Breaker::release_probe).
+    pub(crate) fn defer(&self, mut admission: Admission<'_>) -> bool {
+        admission.done = true;
+        admission.probe
+    }
+
+    /// Records how a [deferred](Breaker::defer) call went: whole, or with this error.
+    pub(crate) fn settle_deferred(&self, probe: bool, error: Option<&Error>, table: &str) {
+        self.settle(probe, error.is_some_and(is_storage_failure), table);
+    }
+
+    /// A deferred probe that will not report (its reader stopped): frees the way for the next,
+    /// as a dropped [`Admission`] does.
+    pub(crate) fn release_probe(&self) {
+        if let State::HalfOpen { probing } = &mut *self.lock() {
+            *probing = false;
+        }
+    }
+
     /// Records that a caller gave up waiting for the storage (its own deadline passed): a call
     /// too slow to wait for is what the breaker is for, so it counts as a failure.
     pub(crate) fn gave_up(&self, table: &str) {

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::ConsumedCapacity as SdkCapacity;
 
-pub(crate) use breaker::Breaker;
+pub(crate) use breaker::{Admission, Breaker};
 pub use breaker::{BreakerState, CircuitBreaker, StorageHealth};
 pub use builder::{
     DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_OPERATION_TIMEOUT, Engine,
