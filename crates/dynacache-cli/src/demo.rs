@@ -177,6 +177,10 @@ struct Fetch {
     accept_language: Option<&'static str>,
 }
 
+/// The 2 MiB body: in chunk items, or one object with an object store.
+const LARGE_PATH: &str = "/files/archive.bin";
+const LARGE_LABEL: &str = "2 MiB binary";
+
 const FETCHES: &[Fetch] = &[
     Fetch {
         label: "JSON, max-age=300",
@@ -184,8 +188,8 @@ const FETCHES: &[Fetch] = &[
         accept_language: None,
     },
     Fetch {
-        label: "2 MiB binary, chunked",
-        path: "/files/archive.bin",
+        label: LARGE_LABEL,
+        path: LARGE_PATH,
         accept_language: None,
     },
     Fetch {
@@ -238,6 +242,12 @@ pub async fn run(conn: &Connection, out: &Output, args: DemoArgs) -> Result<(), 
         .map_err(|e| CliError::storage(e, conn))?;
     let client = CachedClient::new(reqwest::Client::new(), cache.clone());
 
+    let large_label = match cache.object_store() {
+        Some(_) => format!("{LARGE_LABEL}, one object"),
+        None => format!("{LARGE_LABEL}, in chunks"),
+    };
+    // The large body's units: to store it (the first pass) and per hit (the last).
+    let (mut large_store, mut large_hit) = (None, None);
     let mut rows = Vec::new();
     let mut from_cache_by_pass = vec![0usize; args.passes as usize];
     let mut origin_by_pass = Vec::new();
@@ -272,10 +282,21 @@ pub async fn run(conn: &Connection, out: &Output, args: DemoArgs) -> Result<(), 
             if facts.from_cache {
                 from_cache_by_pass[pass as usize - 1] += 1;
             }
+            if fetch.path == LARGE_PATH {
+                if facts.from_cache {
+                    large_hit = Some(rcu);
+                } else {
+                    large_store.get_or_insert(wcu);
+                }
+            }
+            let label = match fetch.path {
+                LARGE_PATH => large_label.as_str(),
+                _ => fetch.label,
+            };
             if out.json {
                 out.json_line(&json!({
                     "pass": pass,
-                    "request": fetch.label,
+                    "request": label,
                     "url": url,
                     "final_url": final_url,
                     "status": status.as_u16(),
@@ -291,7 +312,7 @@ pub async fn run(conn: &Connection, out: &Output, args: DemoArgs) -> Result<(), 
             }
             rows.push(vec![
                 pass.to_string(),
-                fetch.label.to_owned(),
+                label.to_owned(),
                 fetch.path.to_owned(),
                 status.as_u16().to_string(),
                 human_bytes(body.len() as u64),
@@ -341,9 +362,29 @@ pub async fn run(conn: &Connection, out: &Output, args: DemoArgs) -> Result<(), 
             ""
         }
     );
+    if let (Some(stored), Some(hit)) = (large_store, large_hit)
+        && total.read_units + total.write_units > 0.0
+    {
+        match cache.object_store() {
+            Some(objects) => println!(
+                "the 2 MiB body is one object in {}: {stored:.1} write units and one PUT to \
+                 store it, {hit:.1} read units and one GET per hit (run the demo without \
+                 --object-store to compare)",
+                objects.url()
+            ),
+            None => println!(
+                "the 2 MiB body took {stored:.1} write units to store in chunk items and \
+                 {hit:.1} read units per hit; `--object-store embedded` (or s3://bucket/prefix) \
+                 keeps it as one object instead: one PUT, one GET per hit"
+            ),
+        }
+    }
     println!();
     println!("{}", paint("Where the data lives", Colour::Bold));
     println!("  {}, namespace {:?}", conn.describe(), conn.namespace);
+    if let Some(objects) = cache.object_store() {
+        println!("  bodies too large for one item: {}", objects.url());
+    }
     println!();
     println!("{}", paint("Look inside", Colour::Bold));
     let prefix = connection_flags(conn);
@@ -370,6 +411,12 @@ fn connection_flags(conn: &Connection) -> String {
             " --embedded-file {}",
             conn.embedded_path().display()
         ));
+    }
+    if let Some(objects) = &conn.object_store {
+        flags.push_str(&format!(" --object-store {objects}"));
+        if let Some(url) = &conn.object_store_endpoint_url {
+            flags.push_str(&format!(" --object-store-endpoint-url {url}"));
+        }
     }
     if conn.table != "dynacache" {
         flags.push_str(&format!(" --table {}", conn.table));

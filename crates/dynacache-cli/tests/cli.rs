@@ -2323,6 +2323,41 @@ fn the_object_store_keeps_large_values_beside_the_embedded_file() {
     assert_eq!(left, 0, "deleted with its entry");
 }
 
+/// The demo with `--object-store embedded`: the 2 MiB body is one object, and the summary
+/// compares what it costs with what the same demo in chunk items cost.
+#[test]
+fn the_demo_keeps_its_large_body_as_one_object() {
+    let place = Place::embedded();
+    let Engine::Embedded(dir) = &place.engine else {
+        unreachable!()
+    };
+    let chunked = place.ok(&["demo"]);
+    assert!(
+        chunked.contains("the 2 MiB body took") && chunked.contains("in chunk items"),
+        "{chunked}"
+    );
+    let text = place.ok(&["--object-store", "embedded", "demo"]);
+    assert!(text.contains("2 MiB binary, one object"), "{text}");
+    assert!(text.contains("the 2 MiB body is one object in"), "{text}");
+    assert!(
+        text.contains("pass 2: 6 of 6 responses from the cache"),
+        "{text}"
+    );
+    assert!(
+        text.contains("--object-store embedded --namespace demo ls"),
+        "{text}"
+    );
+    let objects = dir.path().join("cache.db.objects").join("demo");
+    assert_eq!(
+        std::fs::read_dir(&objects).unwrap().count(),
+        1,
+        "one object"
+    );
+    // The commands it suggests see the object-backed entry.
+    let listed = place.ok(&["--object-store", "embedded", "--namespace", "demo", "ls"]);
+    assert!(listed.contains("/files/archive.bin"), "{listed}");
+}
+
 #[test]
 fn templates_and_iam_cover_the_object_store_bucket() {
     let (policy, notes) = iam_policy(&[
