@@ -211,12 +211,15 @@ def bench_adapters(base):
 
     table = f"bench-ad-{uuid.uuid4().hex[:8]}"
     where = {"endpoint_url": ENDPOINT, "table": table}
+    # The embedded engine keeps its table in a local SQLite file, as hishel's storage does.
+    embedded = {"embedded_file": f"/tmp/{table}-embedded.db", "table": table}
     url = base + "/r20k"
     sessions = (
         ("requests-cache CachedSession, its DynamoDbCache", lambda: requests_cache.CachedSession(backend=PeerCache(table + "-peer", **AWS))),
         ("requests-cache CachedSession, dynacache drop-in", lambda: requests_cache.CachedSession(backend=dynacache.requests_cache.DynamoDbCache(table + "-dropin", **AWS))),
         ("dynacache.requests.CachedSession", lambda: dynacache.requests.CachedSession(namespace="plain", **where)),
         ("dynacache.requests.CachedSession + in-process tier", lambda: dynacache.requests.CachedSession(namespace="tier", in_process_bytes=64 << 20, **where)),
+        ("dynacache.requests.CachedSession (embedded engine)", lambda: dynacache.requests.CachedSession(namespace="plain", **embedded)),
     )
     for name, make in sessions:
         s = make()
@@ -251,6 +254,11 @@ def bench_adapters(base):
     asyncio.run(run(
         "dynacache.httpx.AsyncCacheTransport (DynamoDB Local)",
         dynacache.httpx.AsyncCacheTransport(namespace="httpx", **where),
+        lambda r: r.extensions["from_cache"],
+    ))
+    asyncio.run(run(
+        "dynacache.httpx.AsyncCacheTransport (embedded engine)",
+        dynacache.httpx.AsyncCacheTransport(namespace="httpx", **embedded),
         lambda r: r.extensions["from_cache"],
     ))
     asyncio.run(run(
