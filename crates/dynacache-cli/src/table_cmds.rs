@@ -95,6 +95,11 @@ table, and clear, stats and vacuum need it. The policy grants no control-plane a
         /// confined to namespaces.
         #[arg(long)]
         allow_scan: bool,
+        /// With `--object-store s3://...`: the days after which the bucket's lifecycle rule
+        /// deletes an object, a backstop for objects no entry names (vacuum's job). Set it above
+        /// your longest expiry: an entry outliving its object is read as a miss [default: 30].
+        #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..))]
+        object_expiration_days: Option<u32>,
     },
 }
 
@@ -191,6 +196,7 @@ pub async fn run(conn: &Connection, out: &Output, cmd: TableCommand) -> Result<(
             namespaces,
             account,
             allow_scan,
+            object_expiration_days,
         } => {
             if format != Format::Iam && (account.is_some() || allow_scan) {
                 return Err(CliError::new(
@@ -199,11 +205,19 @@ pub async fn run(conn: &Connection, out: &Output, cmd: TableCommand) -> Result<(
                 ));
             }
             let bucket = conn.object_bucket();
+            if object_expiration_days.is_some() && (bucket.is_none() || format == Format::Iam) {
+                return Err(CliError::new(
+                    "--object-expiration-days goes with --object-store s3://bucket/prefix and \
+                     --format cloudformation or terraform",
+                    2,
+                ));
+            }
             let spec = Spec {
                 table: &conn.table,
                 key: "key",
                 ttl: "ttl",
                 bucket: bucket.as_ref().map(|(b, p)| (b.as_str(), p.as_str())),
+                object_expiration_days: object_expiration_days.unwrap_or(OBJECT_EXPIRATION_DAYS),
             };
             let text = match format {
                 Format::Cloudformation => cloudformation(&spec),
@@ -302,11 +316,13 @@ pub struct Spec<'a> {
     pub ttl: &'a str,
     /// The object store's bucket and key prefix (`--object-store s3://bucket/prefix`).
     pub bucket: Option<(&'a str, &'a str)>,
+    /// The days after which the bucket's lifecycle rule deletes an object.
+    pub object_expiration_days: u32,
 }
 
-/// The days after which the lifecycle rule deletes an object: a backstop for objects no entry
-/// names (an entry outliving it is read as a miss, never as wrong bytes).
-const OBJECT_EXPIRATION_DAYS: u32 = 30;
+/// The days after which the lifecycle rule deletes an object by default: a backstop for
+/// objects no entry names (an entry outliving it is read as a miss, never as wrong bytes).
+pub const OBJECT_EXPIRATION_DAYS: u32 = 30;
 
 pub fn cloudformation(s: &Spec<'_>) -> String {
     format!(
@@ -356,9 +372,9 @@ Resources:
         mi = dynacache::META_ATTRIBUTE,
         index = dynacache::META_INDEX,
         projected = dynacache::META_PROJECTED.join(", "),
-        bucket = s
-            .bucket
-            .map_or(String::new(), |(b, p)| cloudformation_bucket(b, p)),
+        bucket = s.bucket.map_or(String::new(), |(b, p)| {
+            cloudformation_bucket(b, p, s.object_expiration_days)
+        }),
         bucket_out = if s.bucket.is_some() {
             "  BucketName:\n    Value: !Ref ObjectBucket\n"
         } else {
@@ -368,11 +384,12 @@ Resources:
 }
 
 /// The object store's bucket: private, encrypted, and a lifecycle rule as a backstop.
-fn cloudformation_bucket(bucket: &str, prefix: &str) -> String {
+fn cloudformation_bucket(bucket: &str, prefix: &str, days: u32) -> String {
     format!(
         r#"  # Large values and bodies (`--object-store s3://{bucket}/{prefix}`). Writers delete the
   # objects they replace, and `dynacache vacuum` those no entry names; the lifecycle rule is a
-  # backstop (an entry outliving its object is a miss). Set the days above your longest expiry.
+  # backstop (an entry outliving its object is a miss). Set the days above your longest expiry
+  # (`--object-expiration-days`).
   ObjectBucket:
     Type: AWS::S3::Bucket
     Properties:
@@ -395,17 +412,17 @@ fn cloudformation_bucket(bucket: &str, prefix: &str) -> String {
             AbortIncompleteMultipartUpload:
               DaysAfterInitiation: 1
 "#,
-        days = OBJECT_EXPIRATION_DAYS,
     )
 }
 
 /// The object store's bucket for Terraform.
-fn terraform_bucket(bucket: &str, prefix: &str) -> String {
+fn terraform_bucket(bucket: &str, prefix: &str, days: u32) -> String {
     format!(
         r#"
 # Large values and bodies (`--object-store s3://{bucket}/{prefix}`). Writers delete the objects
 # they replace, and `dynacache vacuum` those no entry names; the lifecycle rule is a backstop (an
-# entry outliving its object is a miss). Set the days above your longest expiry.
+# entry outliving its object is a miss). Set the days above your longest expiry
+# (`--object-expiration-days`).
 resource "aws_s3_bucket" "objects" {{
   bucket = "{bucket}"
 }}
@@ -443,7 +460,6 @@ output "bucket_name" {{
   value = aws_s3_bucket.objects.bucket
 }}
 "#,
-        days = OBJECT_EXPIRATION_DAYS,
     )
 }
 
@@ -503,8 +519,10 @@ output "table_arn" {{
             .map(|a| format!("{a:?}"))
             .collect::<Vec<_>>()
             .join(", "),
-        bucket = s
-            .bucket
-            .map_or(String::new(), |(b, p)| terraform_bucket(b, p)),
+        bucket = s.bucket.map_or(String::new(), |(b, p)| terraform_bucket(
+            b,
+            p,
+            s.object_expiration_days
+        )),
     )
 }

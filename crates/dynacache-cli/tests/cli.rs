@@ -2358,16 +2358,17 @@ fn the_demo_keeps_its_large_body_as_one_object() {
     assert!(listed.contains("/files/archive.bin"), "{listed}");
 }
 
+/// `table template` for a bucket and prefix.
+const TEMPLATE_WITH_BUCKET: [&str; 4] = [
+    "--object-store",
+    "s3://cache-bucket/pre",
+    "table",
+    "template",
+];
+
 #[test]
 fn templates_and_iam_cover_the_object_store_bucket() {
-    let (policy, notes) = iam_policy(&[
-        "--object-store",
-        "s3://cache-bucket/pre",
-        "table",
-        "template",
-        "--format",
-        "iam",
-    ]);
+    let (policy, notes) = iam_policy(&[&TEMPLATE_WITH_BUCKET[..], &["--format", "iam"]].concat());
     let statements = policy["Statement"].as_array().unwrap();
     let objects = statements
         .iter()
@@ -2409,5 +2410,37 @@ fn templates_and_iam_cover_the_object_store_bucket() {
                 || text.contains("abort_incomplete_multipart_upload"),
             "{format}"
         );
+        let days = |text: &str| -> Vec<String> {
+            text.lines()
+                .map(str::trim)
+                .filter(|l| l.starts_with("ExpirationInDays:") || l.starts_with("days ="))
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(days(&text).len(), 1, "{format}: one expiration: {text}");
+        assert!(days(&text)[0].ends_with(" 30"), "{format}: 30 by default");
+        let out = bare_cmd()
+            .args(["--object-store", "s3://cache-bucket/pre"])
+            .args(["table", "template", "--format", format])
+            .args(["--object-expiration-days", "400"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(days(&text)[0].ends_with(" 400"), "{format}: {text}");
+    }
+    // Without a bucket, or with the IAM format, it has no meaning: said so.
+    for args in [
+        vec!["table", "template", "--object-expiration-days", "9"],
+        [
+            &TEMPLATE_WITH_BUCKET[..],
+            &["--format", "iam", "--object-expiration-days", "9"],
+        ]
+        .concat(),
+    ] {
+        let out = bare_cmd().args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains("--object-expiration-days"), "{err}");
     }
 }
