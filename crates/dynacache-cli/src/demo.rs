@@ -242,7 +242,9 @@ pub async fn run(conn: &Connection, out: &Output, args: DemoArgs) -> Result<(), 
         .map_err(|e| CliError::storage(e, conn))?;
     let client = CachedClient::new(reqwest::Client::new(), cache.clone());
 
-    let large_label = match cache.object_store() {
+    // With an object store, the large body is one object (too large for one item, it always is).
+    let large_objects = cache.object_store();
+    let large_label = match large_objects {
         Some(_) => format!("{LARGE_LABEL}, one object"),
         None => format!("{LARGE_LABEL}, in chunks"),
     };
@@ -365,7 +367,7 @@ pub async fn run(conn: &Connection, out: &Output, args: DemoArgs) -> Result<(), 
     if let (Some(stored), Some(hit)) = (large_store, large_hit)
         && total.read_units + total.write_units > 0.0
     {
-        match cache.object_store() {
+        match large_objects {
             Some(objects) => println!(
                 "the 2 MiB body is one object in {}: {stored:.1} write units and one PUT to \
                  store it, {hit:.1} read units and one GET per hit (run the demo without \

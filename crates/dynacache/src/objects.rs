@@ -242,7 +242,8 @@ impl ObjectStore {
     /// The object under `key`, if it is there (and, given an ETag, still that object): its
     /// size and its bytes as they arrive, each part within the operation timeout. Given a
     /// `range`, only those bytes (fewer when the object is shorter; `None` when it starts past
-    /// the object's end).
+    /// the object's end). A server that ignores the range sends the whole object, with its
+    /// size: callers check the size they get against the one they asked for.
     pub(crate) async fn get(
         &self,
         key: &str,
@@ -320,6 +321,9 @@ impl ObjectStore {
                                     object_store::GetResultPayload::File(file, _) => {
                                         file_parts(file, range, url)
                                     }
+                                    // Not on native targets (the file is always given);
+                                    // whole, with `size` the range's: a caller's size and
+                                    // checksum checks refuse it.
                                     other => object_store::GetResult {
                                         payload: other,
                                         ..got
@@ -358,13 +362,12 @@ impl ObjectStore {
             store: self.inner.clone(),
             settled: false,
         };
-        // Each part within the timeout, and the whole within the transfer's deadline.
-        let whole = read
-            .size
-            .map(|size| Instant::now() + self.deadline(size as usize));
+        // Each part within the timeout, and the whole within the transfer's time: both counted
+        // only while the store is waited for, never while the reader takes its time.
+        let budget = read.size.map(|size| self.deadline(size as usize));
         Ok(Some(ObjectRead {
             size: read.size,
-            body: bounded(read.body, timeout, whole, download),
+            body: bounded(read.body, timeout, budget, download),
         }))
     }
 
@@ -569,7 +572,9 @@ fn file_parts(
 }
 
 /// A download under way: the breaker learns how its call went when it ends (see
-/// [`Breaker::defer`](crate::table::Breaker::defer)).
+/// [`Breaker::defer`](crate::table::Breaker::defer)). A probe (the breaker half-open) is
+/// settled as soon as the store sends its first part, so the way is not held for as long as a
+/// reader takes; a failure after that still counts, as one failed call.
 struct Download {
     store: Arc<Inner>,
     probe: bool,
@@ -577,6 +582,15 @@ struct Download {
 }
 
 impl Download {
+    /// The store has sent a part: a probe has its answer.
+    fn answered(&mut self) {
+        if self.probe && !self.settled {
+            let store = &self.store;
+            store.breaker.settle_deferred(true, None, &store.url);
+            self.probe = false;
+        }
+    }
+
     fn settle(&mut self, error: Option<&Error>) {
         if !std::mem::replace(&mut self.settled, true) {
             let store = &self.store;
@@ -594,22 +608,26 @@ impl Drop for Download {
     }
 }
 
-/// Each part of a download within `timeout`: a stalled transfer ends with an error, not a hang.
-/// The end of the download, whole or failed, settles its call with the breaker.
+/// Each part of a download within `timeout`, and all of them within `budget`: a stalled
+/// transfer ends with an error, not a hang. Only the time spent waiting for the store counts,
+/// so a reader that takes its time (a slow HTTP client) is never taken for a slow store. The
+/// end of the download, whole or failed, settles its call with the breaker.
 fn bounded(
     body: BoxStream<'static, Result<Bytes>>,
     timeout: Duration,
-    whole: Option<Instant>,
+    budget: Option<Duration>,
     download: Download,
 ) -> BoxStream<'static, Result<Bytes>> {
-    futures::stream::unfold(Some((body, download)), move |state| async move {
-        let (mut body, mut download) = state?;
-        let timeout = match whole {
-            Some(end) => timeout.min(end.saturating_duration_since(Instant::now())),
-            None => timeout,
-        };
-        let failed = match tokio::time::timeout(timeout, body.next()).await {
-            Ok(Some(Ok(part))) => return Some((Ok(part), Some((body, download)))),
+    futures::stream::unfold(Some((body, download, budget)), move |state| async move {
+        let (mut body, mut download, budget) = state?;
+        let limit = budget.map_or(timeout, |left| timeout.min(left));
+        let waiting = Instant::now();
+        let failed = match tokio::time::timeout(limit, body.next()).await {
+            Ok(Some(Ok(part))) => {
+                download.answered();
+                let budget = budget.map(|left| left.saturating_sub(waiting.elapsed()));
+                return Some((Ok(part), Some((body, download, budget))));
+            }
             Ok(None) => {
                 download.settle(None);
                 return None;

@@ -772,25 +772,38 @@ async fn an_unreachable_object_store_is_a_typed_error(engine: Engine) {
     assert!(err.is_invalid_input(), "{err}");
 }
 
-/// An S3 endpoint that keeps the size of what it is sent and, asked for it, sends the headers
-/// and the first KB, then stalls: a store that answers and then hangs, a fault no real server
-/// produces on demand. Counts the GETs it is sent.
-fn stalling_s3() -> (String, Arc<AtomicUsize>) {
+/// How [`fake_s3`] answers a GET.
+#[derive(Clone, Copy, PartialEq)]
+enum FakeGet {
+    /// The headers and the first KB, then nothing: a store that answers and then hangs.
+    Stalls,
+    /// The whole object, 64 KiB at a time with a pause between: a store that is waited for.
+    Trickles,
+}
+
+/// An S3 endpoint that keeps the last object it is sent and answers GETs as `get` says, for
+/// faults no real server produces on demand. Every other call succeeds. Counts the GETs.
+fn fake_s3(get: FakeGet) -> (String, Arc<AtomicUsize>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let gets = Arc::new(AtomicUsize::new(0));
-    let stored = Arc::new(AtomicUsize::new(0));
+    let stored = Arc::new(std::sync::Mutex::new(Vec::new()));
     let counted = gets.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
             let (gets, stored) = (counted.clone(), stored.clone());
-            std::thread::spawn(move || serve_stalling(stream, &gets, &stored));
+            std::thread::spawn(move || serve_fake_s3(stream, get, &gets, &stored));
         }
     });
     (url, gets)
 }
 
-fn serve_stalling(stream: std::net::TcpStream, gets: &AtomicUsize, stored: &AtomicUsize) {
+fn serve_fake_s3(
+    stream: std::net::TcpStream,
+    get: FakeGet,
+    gets: &AtomicUsize,
+    stored: &std::sync::Mutex<Vec<u8>>,
+) {
     use std::io::{BufRead, Read, Write};
     let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
     let mut out = stream;
@@ -824,16 +837,34 @@ fn serve_stalling(stream: std::net::TcpStream, gets: &AtomicUsize, stored: &Atom
         }
         if method == "GET" {
             gets.fetch_add(1, Ordering::SeqCst);
-            let size = stored.load(Ordering::SeqCst);
-            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nETag: \"e\"\r\n\r\n");
-            let _ = out.write_all(head.as_bytes());
-            let _ = out.write_all(&vec![0u8; 1024.min(size)]);
-            let _ = out.flush();
-            std::thread::sleep(Duration::from_secs(60));
-            return;
+            let object = stored.lock().unwrap().clone();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nETag: \"e\"\r\n\r\n",
+                object.len()
+            );
+            if out.write_all(head.as_bytes()).is_err() {
+                return;
+            }
+            match get {
+                FakeGet::Stalls => {
+                    let _ = out.write_all(&object[..1024.min(object.len())]);
+                    let _ = out.flush();
+                    std::thread::sleep(Duration::from_secs(60));
+                    return;
+                }
+                FakeGet::Trickles => {
+                    for piece in object.chunks(64 << 10) {
+                        if out.write_all(piece).and_then(|()| out.flush()).is_err() {
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    continue;
+                }
+            }
         }
         if method == "PUT" {
-            stored.store(length, Ordering::SeqCst);
+            *stored.lock().unwrap() = body;
         }
         let ok = "HTTP/1.1 200 OK\r\nETag: \"e\"\r\nContent-Length: 0\r\n\r\n";
         if out.write_all(ok.as_bytes()).is_err() {
@@ -842,22 +873,28 @@ fn serve_stalling(stream: std::net::TcpStream, gets: &AtomicUsize, stored: &Atom
     }
 }
 
+/// An object store on a [`fake_s3`], with a short operation timeout.
+async fn fake_store(url: &str, breaker: CircuitBreaker) -> ObjectStore {
+    ObjectStore::builder()
+        .s3("fake")
+        .endpoint_url(url)
+        .operation_timeout(Duration::from_millis(500))
+        .circuit_breaker(breaker)
+        .assume_exists(true)
+        .open()
+        .await
+        .unwrap()
+}
+
 /// A store that starts a download and then stalls fails the read within the operation
 /// timeout, and counts against its breaker as a call that fails does: after as many such
 /// reads as the breaker allows, reads fail fast without a call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_that_stalls_mid_download_opens_its_breaker() {
     let table = common::table(Engine::Embedded).await.unwrap();
-    let (url, gets) = stalling_s3();
-    let objects = ObjectStore::builder()
-        .s3("stalls")
-        .endpoint_url(&url)
-        .operation_timeout(Duration::from_millis(300))
-        .circuit_breaker(CircuitBreaker::new(2, Duration::from_secs(600)))
-        .assume_exists(true)
-        .open()
-        .await
-        .unwrap();
+    let (url, gets) = fake_s3(FakeGet::Stalls);
+    let cool_down = Duration::from_millis(500);
+    let objects = fake_store(&url, CircuitBreaker::new(2, cool_down)).await;
     let cache = Cache::builder()
         .object_store(objects.clone())
         .build(table)
@@ -879,6 +916,54 @@ async fn a_store_that_stalls_mid_download_opens_its_breaker() {
         before,
         "refused without a call"
     );
+    // After the cool-down, the probe is settled when the store sends its first part (the way
+    // is not held for a whole download); its stall then counts as one failure.
+    tokio::time::sleep(cool_down + Duration::from_millis(200)).await;
+    let err = cache.get::<ByteBuf>("big").await.unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    let health = objects.health();
+    assert_eq!(health.state, BreakerState::Closed);
+    assert_eq!(health.consecutive_failures, 1);
+}
+
+/// A client that reads a body streamed from an object slowly, for longer than the download
+/// would be given (the operation timeout plus its size at 8 MiB/s), from a store that makes it
+/// wait for every part, gets it whole: only the time spent waiting for the store counts, and
+/// the store's breaker counts no failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_is_not_taken_for_a_slow_store() {
+    let table = common::table(Engine::Embedded).await.unwrap();
+    let (url, _) = fake_s3(FakeGet::Trickles);
+    let objects = fake_store(&url, CircuitBreaker::new(1, Duration::from_secs(600))).await;
+    let cache = HttpCache::builder()
+        .shared(true)
+        .write_wait(Duration::from_secs(120))
+        .max_body_size(64 * 1024 * 1024)
+        .object_store(objects.clone())
+        .build(table)
+        .unwrap();
+    let body = Bytes::from(noise(12 << 20, 91));
+    let app = app(cache.clone(), body.clone());
+    let first = app.clone().oneshot(big()).await.unwrap();
+    assert_eq!(first.into_body().collect().await.unwrap().to_bytes(), body);
+    cache.flush().await;
+    // The download is given 0.5 s + 1.5 s; the reader takes about 3 s.
+    let hit = app.clone().oneshot(big()).await.unwrap();
+    assert!(hit.from_cache());
+    let mut hit = hit.into_body();
+    let mut got = Vec::new();
+    while let Some(frame) = hit.frame().await {
+        let frame = frame.expect("the body streams to its end");
+        if let Ok(data) = frame.into_data() {
+            got.extend_from_slice(&data);
+            // 3 s for the whole body, in proportion.
+            let share = data.len() as f64 / body.len() as f64;
+            tokio::time::sleep(Duration::from_secs_f64(3.0 * share)).await;
+        }
+    }
+    assert_eq!(got.len(), body.len());
+    assert!(got == body, "the right bytes");
+    assert_eq!(objects.health().consecutive_failures, 0);
 }
 
 /// CI runs the S3 half of these tests: an unset variable there is a broken set-up, not a skip.

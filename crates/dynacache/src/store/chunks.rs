@@ -289,10 +289,11 @@ impl Store {
     }
 
     /// The bytes `start..=end` of a payload stored in chunks, reading only the chunks that hold
-    /// them, each checked against its own checksum (or of one stored as an object, read through
-    /// and checked whole, only the part kept). `None` when a chunk or the object is gone or does
-    /// not match (the value was replaced meanwhile) or the head predates recorded chunk sizes:
-    /// the caller then reads the whole value.
+    /// them, each checked against its own checksum (or of one stored as an object, only the
+    /// parts of it they are in, each checked against its part checksum; see
+    /// [`fetch_object_range`](Store::fetch_object_range)). `None` when a chunk or the object is
+    /// gone or does not match (the value was replaced meanwhile) or the head predates recorded
+    /// chunk sizes: the caller then reads the whole value.
     pub(crate) async fn read_chunk_range(
         &self,
         key: &StoredKey,
@@ -300,8 +301,8 @@ impl Store {
         start: u64,
         end: u64,
     ) -> Result<Option<Vec<u8>>> {
-        // An object's part is checked against the whole object's digest: the object is read
-        // through, only the part kept.
+        // An object: only the parts the range is in (the whole, when its head has no part
+        // checksums), only the range kept.
         if let Some(object) =
             super::objects::ObjectHead::from_item(&key.pk, head, self.inner.max_value_size)?
         {

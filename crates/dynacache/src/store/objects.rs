@@ -2,7 +2,9 @@
 //!
 //! The entry's item is the head: it names the object (`ob`, and `oe`, its ETag), and carries the
 //! payload's format, size and whole SHA-256 (`f`, `sz`, `cs`), so the object is bound to its
-//! entry. Object keys are unique per write, so the same rules as for chunks keep readers right:
+//! entry; for an object of more than one [`OBJECT_PART`], also a checksum of each part (`op`),
+//! so that a range is read and checked alone (a range of intact parts of an object damaged
+//! elsewhere is served: its bytes are the right ones). Object keys are unique per write, so the same rules as for chunks keep readers right:
 //!
 //! - a writer uploads the object first, then writes the head, then deletes the object of the
 //!   head it replaced; a failed or refused head write deletes the new object again, so no entry
@@ -32,7 +34,7 @@ use crate::table::{Expr, ScanSpec};
 const READ_ATTEMPTS: usize = 6;
 
 /// The size of the parts an object's head keeps checksums of, so that a range is read and
-/// checked alone: a range needs at most two parts more than itself.
+/// checked alone: a range is read with less than 2 MiB more than itself.
 pub(crate) const OBJECT_PART: usize = 1 << 20;
 
 /// Bytes of each part's SHA-256 a head keeps (as for chunks).
@@ -161,7 +163,8 @@ impl Store {
     ///
     /// With the head's part checksums, only the parts the range touches are downloaded, each
     /// checked against its checksum; without them (an older entry), the whole object is read
-    /// through and checked whole, and only the range kept. Memory is the range's size either way.
+    /// through and checked whole, and only the range kept. Memory is the range's size, plus
+    /// one part being checked.
     pub(super) async fn fetch_object_range(
         &self,
         pk: &str,
