@@ -39,12 +39,18 @@ fn ms(d: Duration) -> String {
 }
 
 /// What DynamoDB bills for one write and one (eventually consistent) read of a value of `len`
-/// bytes: in chunks, every chunk item plus the head; in the object store, the head alone.
+/// bytes: in chunks, every chunk item plus the head; in the object store, the head alone, with
+/// a 16-byte checksum of each 1 MiB part when there is more than one.
 fn units(len: usize, chunks: bool) -> (f64, f64) {
     let wru = |bytes: usize| bytes.div_ceil(1024) as f64;
     let rru = |bytes: usize| bytes.div_ceil(4096) as f64 / 2.0;
     if !chunks {
-        return (wru(HEAD), rru(HEAD));
+        let parts = if len > 1 << 20 {
+            len.div_ceil(1 << 20) * 16
+        } else {
+            0
+        };
+        return (wru(HEAD + parts), rru(HEAD + parts));
     }
     let mut w = wru(HEAD);
     let mut r = rru(HEAD);

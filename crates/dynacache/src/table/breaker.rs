@@ -241,14 +241,14 @@ impl Breaker {
                         table,
                         failures = self.config.failures,
                         cool_down_ms = self.config.cool_down.as_millis() as u64,
-                        "dynacache: DynamoDB keeps failing; calls fail fast for the cool-down"
+                        "dynacache: the storage keeps failing; calls fail fast for the cool-down"
                     );
                 }
             }
             (State::HalfOpen { .. }, false) if probe => {
                 *state = State::Closed { failures: 0 };
                 crate::metrics::breaker_open(table, false);
-                tracing::info!(table, "dynacache: DynamoDB answers again; calls resume");
+                tracing::info!(table, "dynacache: the storage answers again; calls resume");
             }
             (State::HalfOpen { .. }, true) if probe => {
                 *state = State::Open {
