@@ -17,7 +17,12 @@
 //!
 //! Every call goes through a circuit breaker and a deadline, as the table's calls do: an
 //! unreachable or silent object store is an error within the operation timeout (longer for a
-//! large upload: the timeout plus the time the payload takes at 8 MiB/s), never a hang.
+//! large transfer: the timeout plus the time the payload takes at 8 MiB/s), never a hang. A
+//! download is timed on the time spent waiting for the store only (a reader may take its
+//! time), and one that stalls or breaks off counts against the breaker as a failed call.
+//!
+//! An object of more than 1 MiB also has a checksum of each 1 MiB part in its entry, so an HTTP
+//! `Range` hit downloads (with a ranged GET) and checks only the parts the range is in.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> dynacache::Result<()> {
