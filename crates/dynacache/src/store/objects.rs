@@ -344,13 +344,20 @@ impl Store {
             .collect())
     }
 
-    /// Deletes every object of the namespace (after [`clear`](Store::clear) removed the
-    /// entries). Returns how many were deleted.
-    pub(crate) async fn clear_objects(&self) -> Result<u64> {
+    /// Deletes the objects of the namespace stored before `started` (epoch ms, by the wall
+    /// clock the object store dates objects by), after [`clear`](Store::clear) removed the
+    /// entries. Returns how many were deleted. An object stored since may belong to a write
+    /// whose head lands after the clear: it is left, and if no entry names it, vacuum takes it.
+    pub(crate) async fn clear_objects(&self, started: i64) -> Result<u64> {
         let Some(objects) = self.inner.objects.as_ref() else {
             return Ok(0);
         };
-        let listed = self.own_objects(objects).await?;
+        let listed = self
+            .own_objects(objects)
+            .await?
+            .into_iter()
+            .filter(|o| o.modified < started)
+            .collect();
         delete_all(objects, listed).await
     }
 

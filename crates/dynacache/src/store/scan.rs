@@ -150,6 +150,7 @@ impl Store {
     /// Removes every item of the namespace (entries, expired entries, chunks, leases) and its
     /// objects, and nothing else. Returns how many items and objects were deleted.
     pub(crate) async fn clear(&self) -> Result<u64> {
+        let started = crate::clock::system_time_millis(std::time::SystemTime::now());
         let mut prefixes = entry_prefixes(self.namespace());
         prefixes.push(chunk_prefix(self.namespace()));
         prefixes.push(lease_prefix(self.namespace()));
@@ -181,8 +182,9 @@ impl Store {
             })
             .try_fold(0u64, |acc, n| futures::future::ready(Ok(acc + n)))
             .await?;
-        // Then the namespace's objects (none is named by an entry any more).
-        Ok(removed + self.clear_objects().await?)
+        // Then the namespace's objects stored before the clear began (none is named by an
+        // entry any more, unless a write raced the clear: its object is newer).
+        Ok(removed + self.clear_objects(started).await?)
     }
 
     /// Reads every item of the namespace (a full scan, to the last page) and adds up what it
