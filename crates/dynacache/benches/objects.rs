@@ -3,7 +3,9 @@
 //! `DYNACACHE_TEST_DYNAMODB_LOCAL` and `DYNACACHE_TEST_S3` are set, on DynamoDB Local + the S3
 //! server. Reports write and hit latency (median), client CPU per operation, the capacity units
 //! DynamoDB would bill (from the items' sizes, as DynamoDB rounds them) and the S3 requests, priced
-//! with the public on-demand prices. Reproduce with `scripts/bench objects`.
+//! with the public on-demand prices. Then HTTP hits of a 64 MB object-backed body: whole, and
+//! a 1 KB range with and without the entry's part checksums. Reproduce with
+//! `scripts/bench objects`.
 
 mod common;
 
@@ -135,6 +137,111 @@ async fn run(pair: &'static str, table: Table, objects: ObjectStore, size: usize
     rows
 }
 
+/// Takes the part checksums off every object head of the table, as an entry written before
+/// them has none: a range of it is then read through the whole object.
+async fn forget_part_sums(table: &Table) {
+    use aws_sdk_dynamodb::types::AttributeValue as A;
+    let key = table.key_attribute();
+    let heads = table
+        .client()
+        .scan()
+        .table_name(table.name())
+        .filter_expression("attribute_exists(op)")
+        .send()
+        .await
+        .unwrap();
+    for head in heads.items() {
+        if let Some(A::S(pk)) = head.get(key) {
+            table
+                .client()
+                .update_item()
+                .table_name(table.name())
+                .key(key, A::S(pk.clone()))
+                .update_expression("REMOVE op")
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// HTTP hits of a 64 MB body stored as one object, through the tower layer: the whole body,
+/// and a 1 KB range in its middle, read with the entry's part checksums (only the parts the
+/// range is in are downloaded) and without them (the whole object read through). Medians of
+/// 10 hits (3 for the whole body).
+async fn ranges(pair: &'static str, table: Table, objects: ObjectStore) {
+    use axum::http::Request;
+    use dynacache::http::{CacheFactsExt, CacheLayer, HttpCache};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let body = bytes::Bytes::from(noise(64 << 20, 7).into_vec());
+    let cache = HttpCache::builder()
+        .namespace(format!("r{:x}", fastrand::u32(..)))
+        .shared(true)
+        .write_wait(Duration::from_secs(120))
+        .max_body_size(128 << 20)
+        .object_store(objects)
+        .build(table.clone())
+        .unwrap();
+    let origin = body.clone();
+    let app = axum::Router::new()
+        .route(
+            "/big",
+            axum::routing::get(move || {
+                let body = origin.clone();
+                async move { ([("cache-control", "max-age=3600")], body) }
+            }),
+        )
+        .layer(CacheLayer::new(cache.clone()));
+    let get = |range: Option<&str>| {
+        let mut req = Request::get("/big").header("host", "bench.example");
+        if let Some(range) = range {
+            req = req.header("range", range);
+        }
+        req.body(axum::body::Body::empty()).unwrap()
+    };
+    let stored = app.clone().oneshot(get(None)).await.unwrap();
+    assert_eq!(
+        stored.into_body().collect().await.unwrap().to_bytes().len(),
+        body.len()
+    );
+    cache.flush().await;
+    let row = |what: &str, lat: Vec<Duration>, cpu: Duration| {
+        println!("| {pair} | {what} | {} | {} |", ms(median(lat)), ms(cpu));
+    };
+    let (mut lat, cpu) = (Vec::new(), common::cpu_time());
+    for _ in 0..3 {
+        let t = Instant::now();
+        let res = app.clone().oneshot(get(None)).await.unwrap();
+        assert!(res.from_cache());
+        let got = res.into_body().collect().await.unwrap().to_bytes();
+        lat.push(t.elapsed());
+        assert_eq!(got.len(), body.len());
+    }
+    row("whole 64 MB body", lat, (common::cpu_time() - cpu) / 3);
+    let range = "bytes=33554000-33555023"; // 1 KB across the 32nd part boundary
+    for what in [
+        "1 KB range, part checksums",
+        "1 KB range, whole object read",
+    ] {
+        if what.ends_with("read") {
+            forget_part_sums(&table).await;
+        }
+        let (mut lat, cpu) = (Vec::new(), common::cpu_time());
+        for _ in 0..10 {
+            let t = Instant::now();
+            let res = app.clone().oneshot(get(Some(range))).await.unwrap();
+            assert!(res.from_cache() && res.status() == 206, "{what}");
+            let got = res.into_body().collect().await.unwrap().to_bytes();
+            lat.push(t.elapsed());
+            assert_eq!(got, body.slice(33_554_000..33_555_024), "{what}");
+        }
+        row(what, lat, (common::cpu_time() - cpu) / 10);
+    }
+    cache.clear().await.unwrap();
+}
+
 fn size_name(size: usize) -> String {
     if size >= 1 << 20 {
         format!("{} MB", size >> 20)
@@ -213,6 +320,12 @@ fn main() {
                     o.hit.as_secs_f64() / c.hit.as_secs_f64()
                 );
             }
+        }
+        println!();
+        println!("| engines | HTTP hit of a 64 MB object-backed body | p50 | client CPU |");
+        println!("|---|---|---|---|");
+        for (pair, table, objects) in &pairs {
+            ranges(pair, table.clone(), objects.clone()).await;
         }
         let _ = std::fs::remove_dir_all(&dir);
     });
