@@ -384,7 +384,7 @@ pub async fn run(conn: &Connection, out: &Output, args: DemoArgs) -> Result<(), 
     println!();
     println!("{}", paint("Where the data lives", Colour::Bold));
     println!("  {}, namespace {:?}", conn.describe(), conn.namespace);
-    if let Some(objects) = cache.object_store() {
+    if let Some(objects) = large_objects {
         println!("  bodies too large for one item: {}", objects.url());
     }
     println!();

@@ -37,7 +37,7 @@ const STREAMED_CHUNKS_PER_CALL: u32 = 2;
 /// Chunk batches in flight at once for one read (each at most `CHUNKS_PER_CALL` chunks).
 const CHUNK_CALLS_IN_FLIGHT: usize = 4;
 /// Bytes of a chunk's own SHA-256 kept in the chunk item.
-const CHUNK_SUM_BYTES: usize = 16;
+pub(super) const CHUNK_SUM_BYTES: usize = 16;
 
 /// What a head item says about its chunks.
 pub(crate) struct Head {
@@ -143,7 +143,7 @@ pub(super) fn head_attributes(head: &Item) -> Item {
     .collect()
 }
 
-fn chunk_sum(piece: &[u8]) -> Vec<u8> {
+pub(super) fn chunk_sum(piece: &[u8]) -> Vec<u8> {
     let mut sum = checksum(piece);
     sum.truncate(CHUNK_SUM_BYTES);
     sum

@@ -4,7 +4,8 @@
 //! payload's format, size and whole SHA-256 (`f`, `sz`, `cs`), so the object is bound to its
 //! entry; for an object of more than one [`OBJECT_PART`], also a checksum of each part (`op`),
 //! so that a range is read and checked alone (a range of intact parts of an object damaged
-//! elsewhere is served: its bytes are the right ones). Object keys are unique per write, so the same rules as for chunks keep readers right:
+//! elsewhere is served: its bytes are the right ones). Object keys are unique per write, so
+//! the same rules as for chunks keep readers right:
 //!
 //! - a writer uploads the object first, then writes the head, then deletes the object of the
 //!   head it replaced; a failed or refused head write deletes the new object again, so no entry
@@ -22,7 +23,7 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use sha2::Digest;
 
-use super::chunks::ChunkedRead;
+use super::chunks::{CHUNK_SUM_BYTES, ChunkedRead, chunk_sum};
 use super::key::{StoredKey, entry_prefixes};
 use super::{Payload, Store};
 use crate::error::{Error, Result};
@@ -37,17 +38,13 @@ const READ_ATTEMPTS: usize = 6;
 /// checked alone: a range is read with less than 2 MiB more than itself.
 pub(crate) const OBJECT_PART: usize = 1 << 20;
 
-/// Bytes of each part's SHA-256 a head keeps (as for chunks).
-const PART_SUM_BYTES: usize = 16;
-
-/// The part checksums of a payload (empty when it is one part: the whole digest covers it).
+/// The part checksums of a payload, each a chunk's checksum of its part, concatenated (empty
+/// when it is one part: the whole digest covers it).
 fn part_sums(data: &[u8]) -> Vec<u8> {
     if data.len() <= OBJECT_PART {
         return Vec::new();
     }
-    data.chunks(OBJECT_PART)
-        .flat_map(|part| crate::codec::checksum(part)[..PART_SUM_BYTES].to_vec())
-        .collect()
+    data.chunks(OBJECT_PART).flat_map(chunk_sum).collect()
 }
 
 /// What a head item says about its object.
@@ -85,7 +82,7 @@ impl ObjectHead {
         // Part checksums of another shape (an older writer, a damaged head) are not used:
         // ranges are then read through the whole object.
         let parts = get_b(item, item::OBJECT_PARTS)
-            .filter(|p| p.len() == size.div_ceil(OBJECT_PART) * PART_SUM_BYTES)
+            .filter(|p| p.len() == size.div_ceil(OBJECT_PART) * CHUNK_SUM_BYTES)
             .map(<[u8]>::to_vec);
         Ok(Some(ObjectHead {
             key: key.to_owned(),
@@ -435,8 +432,8 @@ async fn fetch_parts(
             rest = &rest[take..];
             at += take as u64;
             if at == piece_end {
-                let i = index as usize * PART_SUM_BYTES;
-                if crate::codec::checksum(&piece)[..PART_SUM_BYTES] != sums[i..i + PART_SUM_BYTES] {
+                let i = index as usize * CHUNK_SUM_BYTES;
+                if chunk_sum(&piece) != sums[i..i + CHUNK_SUM_BYTES] {
                     return Ok(None);
                 }
                 let piece_start = index * part;

@@ -127,10 +127,7 @@ pub(crate) struct Admission<'a> {
 impl Drop for Admission<'_> {
     fn drop(&mut self) {
         if !self.done && self.probe {
-            let mut state = self.breaker.lock();
-            if let State::HalfOpen { probing } = &mut *state {
-                *probing = false;
-            }
+            self.breaker.release_probe();
         }
     }
 }
@@ -208,8 +205,8 @@ impl Breaker {
         self.settle(probe, error.is_some_and(is_storage_failure), table);
     }
 
-    /// A deferred probe that will not report (its reader stopped): frees the way for the next,
-    /// as a dropped [`Admission`] does.
+    /// A probe that will not report (a dropped [`Admission`], or a deferred call whose reader
+    /// stopped): frees the way for the next.
     pub(crate) fn release_probe(&self) {
         if let State::HalfOpen { probing } = &mut *self.lock() {
             *probing = false;
